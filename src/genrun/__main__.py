@@ -1,0 +1,3 @@
+from genrun.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The interface every backend implements. Scheduling, retries and records live in
+genrun.engine and genrun.run, so a backend only answers a batch of conversations."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from genrun.errors import UserError
+from genrun.prompts import Messages
+
+
+@dataclass
+class Completion:
+    """One row's outcome: an answer, or an error (answer None)."""
+
+    answer: str | None = None
+    error: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    reasoning: str | None = None
+
+
+@dataclass
+class Failure:
+    """How a backend classifies an exception raised by generate_batch."""
+
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None  # seconds the server asked us to wait
+    auth: bool = False  # the server rejects our credentials: no row can succeed
+
+
+class Backend:
+    """Answers batches of chat conversations.
+
+    batch_size: conversations per generate_batch call (the engine's chunk).
+    concurrency: generate_batch calls in flight at once.
+    retries, base_delay: the engine's retry policy for errors classify() calls retryable.
+    """
+
+    name = "backend"
+    batch_size: int = 1
+    concurrency: int = 1
+    retries: int = 0
+    base_delay: float = 1.0
+
+    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+        raise NotImplementedError
+
+    def classify(self, exc: Exception) -> Failure:
+        return Failure(one_line(f"{type(exc).__name__}: {exc}"))
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json records about the model (path or name, chat template hash)."""
+        return {}
+
+    def close(self) -> None:
+        """Free the model or client. Safe to call twice."""
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def template_hash(template: str | None) -> str | None:
+    return hashlib.sha256(template.encode()).hexdigest()[:16] if template else None
+
+
+def split_known(settings: Mapping[str, Any], known: set[str], where: str, backend: str) -> None:
+    """Reject keys a backend does not understand, naming them (the reference ignored them)."""
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise UserError(
+            f"{where}.{unknown[0]} is not supported by backend={backend} "
+            f"(supported: {', '.join(sorted(known))}); remove it or fix its name"
+        )
+
+
+def drop_none(settings: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (settings or {}).items() if v is not None}

@@ -1,0 +1,173 @@
+"""Hugging Face transformers: AutoModelForCausalLM + tokenizer, batched, on CPU or GPUs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Mapping
+
+from genrun.backend.base import Backend, Completion, drop_none, split_known, template_hash
+from genrun.backend.local_model import check_model_path, parse_gpu_ids
+from genrun.errors import UserError
+from genrun.prompts import Messages
+
+log = logging.getLogger(__name__)
+
+SAMPLING_KEYS = {
+    "temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens",
+    "seed", "stop", "repetition_penalty",
+}
+
+
+def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
+    """Map genrun's (vLLM/OpenAI-style) sampling keys to transformers' generate() arguments."""
+    s = drop_none(sampling)
+    split_known(s, SAMPLING_KEYS, "sampling", "hf")
+    kwargs: dict[str, Any] = {"max_new_tokens": int(s.get("max_tokens", 2048))}
+    if s.get("temperature", 1.0) == 0:
+        # Greedy. The unused sampling knobs are cleared so the model's generation_config
+        # cannot switch sampling back on or warn about them.
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs.update(do_sample=True, temperature=float(s.get("temperature", 1.0)))
+        kwargs["top_p"] = float(s.get("top_p", 1.0))
+        top_k = int(s.get("top_k", 0))
+        kwargs["top_k"] = top_k if top_k > 0 else None  # vLLM's "off" is 0 or -1
+        if "min_p" in s:
+            kwargs["min_p"] = float(s["min_p"])
+    if "repetition_penalty" in s:
+        kwargs["repetition_penalty"] = float(s["repetition_penalty"])
+    if "min_tokens" in s:
+        kwargs["min_new_tokens"] = int(s["min_tokens"])
+    if "stop" in s:
+        kwargs["stop_strings"] = [s["stop"]] if isinstance(s["stop"], str) else list(s["stop"])
+    return kwargs
+
+
+class HFBackend(Backend):
+    name = "hf"
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        sampling: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        gpu_ids: str | int | None = None,
+        trust_remote_code: bool = True,
+        batch_size: int = 8,
+        dtype: str = "auto",
+        seed: int | None = 0,
+    ) -> None:
+        extra = dict(extra or {})
+        split_known(extra, {"chat_template_kwargs"}, "extra", "hf")
+        self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
+        self.generate_kwargs = generate_kwargs(sampling or {})
+        if int(batch_size) < 1:
+            raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.model_path = model_name_or_path
+        seed = drop_none(sampling).get("seed", seed)
+
+        import torch
+        import transformers
+
+        check_model_path(model_name_or_path)
+        transformers.utils.logging.disable_progress_bar()
+        if seed is not None:
+            transformers.set_seed(int(seed))
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                model_name_or_path, trust_remote_code=trust_remote_code, padding_side="left"
+            )
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+                model_name_or_path,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                **device_kwargs(gpu_ids),
+            ).eval()
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"backend.model_name_or_path={model_name_or_path!r} could not be loaded: {first}") from exc
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model_path, "chat_template_sha256": template_hash(self.tokenizer.chat_template)}
+
+    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+        # generate() holds the CPU/GPU for seconds: run it off the event loop so answers
+        # already known are written meanwhile.
+        return await asyncio.to_thread(self._generate, conversations)
+
+    def _generate(self, conversations: list[Messages]) -> list[Completion]:
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(
+                c, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+            )
+            for c in conversations
+        ]
+        # The chat template already holds any BOS token the model wants.
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = batch.to(self.model.device)
+        extra = {"tokenizer": self.tokenizer} if "stop_strings" in self.generate_kwargs else {}
+        with torch.inference_mode():
+            output = self.model.generate(**batch, **self.generate_kwargs, **extra, use_cache=True)
+        # Every row is left-padded to the same width, so new tokens start at that width for all.
+        new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
+        prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
+        return [self._completion(tokens, n) for tokens, n in zip(new_tokens, prompt_lengths)]
+
+    def _completion(self, tokens: list[int], prompt_tokens: int) -> Completion:
+        count, finish = 0, "length"
+        for token in tokens:
+            if token in self.eos_ids:
+                count, finish = count + 1, "stop"
+                break
+            if token == self.tokenizer.pad_token_id:
+                finish = "stop"  # a stop string ended this row; the rest is padding
+                break
+            count += 1
+        answer = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+        for stop in self.generate_kwargs.get("stop_strings", []):
+            answer = answer.split(stop, 1)[0]  # like vLLM and OpenAI: the stop string is not returned
+        return Completion(answer=answer, finish_reason=finish, prompt_tokens=int(prompt_tokens), completion_tokens=count)
+
+    def close(self) -> None:
+        if getattr(self, "model", None) is None:
+            return
+        import gc
+
+        import torch
+
+        self.model = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def device_kwargs(gpu_ids: str | int | None) -> dict[str, Any]:
+    """from_pretrained placement: None -> every visible GPU (the CPU without one);
+    "0" -> that GPU; "0,1" -> spread over those GPUs only."""
+    import torch
+
+    ids = parse_gpu_ids(gpu_ids)
+    if not torch.cuda.is_available():
+        if ids:
+            log.warning("backend.gpu_ids=%s but no CUDA device is visible: running on the CPU", gpu_ids)
+        return {}
+    count = torch.cuda.device_count()
+    missing = [i for i in ids or [] if i >= count]
+    if missing:
+        raise UserError(f"backend.gpu_ids={gpu_ids}: GPU {missing[0]} does not exist ({count} visible)")
+    if ids is None:
+        return {"device_map": "auto"}
+    if len(ids) == 1:
+        return {"device_map": {"": ids[0]}}
+    memory = {i: torch.cuda.get_device_properties(i).total_memory for i in ids}
+    return {"device_map": "auto", "max_memory": memory}

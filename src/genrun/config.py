@@ -1,0 +1,133 @@
+"""Config schemas (registered in Hydra's ConfigStore), resolvers, and where conf/ lives.
+
+The CLI and the tests both import this module, so the schemas and resolvers exist before
+any config is composed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def conf_dir() -> str:
+    """The copy of conf/ shipped inside the wheel, else the checkout's conf/ (absolute, so
+    Hydra finds it from any folder)."""
+    packaged = PACKAGE_DIR / "conf"
+    return str(packaged if packaged.is_dir() else PACKAGE_DIR.parents[1] / "conf")
+
+
+class Mode(enum.Enum):
+    generate = "generate"
+    multimodal = "multimodal"
+    multiturn = "multiturn"
+
+
+@dataclass
+class SamplingConfig:
+    # Further keys (top_k, stop, seed, repetition_penalty, ...) are added with +sampling.KEY=V;
+    # each backend checks them before it starts.
+    temperature: float = 0.7
+    top_p: float = 0.8
+    max_tokens: int = 2048
+
+
+@dataclass
+class ExtraConfig:
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FieldsConfig:
+    id: Optional[str] = None
+    prompt: Optional[str] = "prompt"
+    images: Optional[str] = None
+    messages: Optional[str] = None
+    reference: Optional[str] = None
+
+
+@dataclass
+class DatasetConfig:
+    path: str = MISSING
+    name: Optional[str] = None
+    split: str = "train"
+    streaming: bool = True
+    limit: Optional[int] = None
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+
+
+@dataclass
+class VLLMBackendConfig:
+    _target_: str = "genrun.backend.vllm.VLLMBackend"
+    model_name_or_path: str = MISSING
+    gpu_ids: Optional[str] = None
+    gpu_memory_utilization: float = 0.9
+    dtype: str = "auto"
+    trust_remote_code: bool = True
+
+
+@dataclass
+class OpenAIBackendConfig:
+    _target_: str = "genrun.backend.openai.OpenAIBackend"
+    model_name: str = MISSING
+    base_url: str = "http://localhost:8000/v1"
+    api_key: Optional[str] = None
+    concurrency: int = 8
+    retries: int = 3
+    base_delay: float = 1.0
+    timeout: float = 600.0
+
+
+@dataclass
+class HFBackendConfig:
+    _target_: str = "genrun.backend.hf.HFBackend"
+    model_name_or_path: str = MISSING
+    gpu_ids: Optional[str] = None
+    trust_remote_code: bool = True
+    batch_size: int = 8
+    dtype: str = "auto"
+
+
+@dataclass
+class GenrunConfig:
+    backend: Any = MISSING
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    extra: ExtraConfig = field(default_factory=ExtraConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    mode: Mode = Mode.generate
+    system_prompt: str = ""
+    image_tag: Optional[str] = None
+    seed: int = 0
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=GenrunConfig)
+    cs.store(group="backend", name="base_vllm", node=VLLMBackendConfig)
+    cs.store(group="backend", name="base_openai", node=OpenAIBackendConfig)
+    cs.store(group="backend", name="base_hf", node=HFBackendConfig)
+    cs.store(group="sampling", name="base_sampling", node=SamplingConfig)
+    cs.store(group="extra", name="base_extra", node=ExtraConfig)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+
+    def data_file(name: str) -> str:
+        return str(PACKAGE_DIR / "data" / name)
+
+    def tiny_model(kind: str = "chat") -> str:
+        from genrun.tiny_model import cached_tiny_model
+
+        return cached_tiny_model(kind)
+
+    OmegaConf.register_new_resolver("genrun.data", data_file, replace=True)
+    OmegaConf.register_new_resolver("genrun.tiny_model", tiny_model, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("genrun.or", lambda a, b: a if a not in (None, "") else b, replace=True)
+
+
+register()

@@ -1,0 +1,152 @@
+"""Stream rows from a Hugging Face dataset: a hub id, or a local file or folder.
+
+Rows are read lazily (streaming by default), so memory does not grow with the dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from genrun.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+# Which dataset.fields each mode reads (id and reference are read when set, in every mode).
+MODE_FIELDS = {"generate": ("prompt",), "multimodal": ("prompt", "images"), "multiturn": ("messages",)}
+
+
+@dataclass
+class Rows:
+    """The rows a job answers, as (index in the dataset, row) pairs, and what run.json records."""
+
+    rows: Iterator[tuple[int, dict[str, Any]]]
+    total: int | None  # rows this job will see, when known up front
+    info: dict[str, Any]
+
+
+def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
+    """Open the dataset and check that the configured fields are columns before any model loads."""
+    path = str(cfg["path"])
+    data = _load(path, cfg.get("name"), cfg.get("split") or "train", bool(cfg.get("streaming", True)))
+    iterator = iter(data)
+    first = next(iterator, None)
+    if first is None:
+        raise UserError(f"dataset.path={path!r} split {cfg.get('split')!r} has no rows")
+    _check_fields(cfg.get("fields") or {}, mode, first, path)
+
+    limit = cfg.get("limit")
+    num_shards, shard_index = int(cfg.get("num_shards", 1)), int(cfg.get("shard_index", 0))
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise UserError(
+            f"dataset.shard_index={shard_index} must be in [0, dataset.num_shards={num_shards})"
+        )
+    rows = enumerate(itertools.chain([first], iterator))
+    if limit is not None:
+        rows = itertools.islice(rows, int(limit))
+    # Sharding by row index (not by file) keeps shards disjoint for a single file, and the
+    # global index lets genrun-merge restore the dataset's order.
+    if num_shards > 1:
+        rows = ((i, row) for i, row in rows if i % num_shards == shard_index)
+
+    size = _known_size(data, cfg.get("split") or "train")
+    if limit is not None:
+        size = min(size, int(limit)) if size is not None else int(limit)
+    if size is not None and num_shards > 1:
+        size = len(range(shard_index, size, num_shards))
+    info = {
+        "path": path,
+        "name": cfg.get("name"),
+        "split": cfg.get("split"),
+        "fingerprint": _fingerprint(path),
+        "num_shards": num_shards,
+        "shard_index": shard_index,
+        "limit": limit,
+    }
+    return Rows(rows=rows, total=size, info=info)
+
+
+def local_files(path: str) -> list[Path] | None:
+    """The data files behind a local path, or None for a hub id."""
+    local = Path(path).expanduser()
+    if local.is_dir():
+        files = sorted(f for f in local.rglob("*") if f.suffix in BUILDERS and f.is_file())
+        if not files:
+            raise UserError(f"dataset.path={path!r}: folder has no {'/'.join(BUILDERS)} files")
+        kinds = {BUILDERS[f.suffix] for f in files}
+        if len(kinds) > 1:
+            raise UserError(f"dataset.path={path!r}: folder mixes formats ({', '.join(sorted(kinds))}); keep one")
+        return files
+    if local.is_file():
+        if local.suffix not in BUILDERS:
+            raise UserError(f"dataset.path={path!r}: unknown file type (use {', '.join(BUILDERS)})")
+        return [local]
+    if path.startswith(("/", ".", "~")) or Path(path).suffix in BUILDERS:
+        raise UserError(f"dataset.path={path!r}: no such file or folder")
+    return None
+
+
+def _load(path: str, name: str | None, split: str, streaming: bool) -> Any:
+    import datasets
+
+    datasets.disable_progress_bars()
+    files = local_files(path)
+    try:
+        if files is not None:
+            return datasets.load_dataset(
+                BUILDERS[files[0].suffix],
+                data_files={split: [str(f) for f in files]},
+                split=split,
+                streaming=streaming,
+            )
+        return datasets.load_dataset(path, name, split=split, streaming=streaming)
+    except (FileNotFoundError, ConnectionError, ValueError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise UserError(f"dataset.path={path!r} could not be opened: {reason}") from exc
+
+
+def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str) -> None:
+    for key in (*MODE_FIELDS[mode], "id", "reference"):
+        column = fields.get(key)
+        if column is None:
+            if key in MODE_FIELDS[mode]:
+                raise UserError(f"dataset.fields.{key} is not set, and mode={mode} needs it")
+            continue
+        if column not in first:
+            raise UserError(
+                f"dataset.fields.{key}={column!r} is not a column of {path} "
+                f"(columns: {', '.join(first)}); set dataset.fields.{key}=<column>"
+            )
+
+
+def _known_size(data: Any, split: str) -> int | None:
+    try:
+        return int(data.info.splits[split].num_examples)
+    except (AttributeError, KeyError, TypeError):
+        try:
+            return len(data)
+        except TypeError:
+            return None
+
+
+def _fingerprint(path: str) -> str | None:
+    """sha256 over local data files (names, sizes, contents): equal fingerprints, equal data."""
+    try:
+        files = local_files(path)
+    except UserError:
+        return None
+    if files is None:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}:{f.stat().st_size}".encode())
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,17 @@
+"""Errors genrun reports to the user as one line, without a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the config, the data or the environment that the user can fix.
+
+    The message names the problem and the fix (the key, the file); the CLI prints it as one
+    line and exits non-zero. HYDRA_FULL_ERROR=1 shows the traceback instead.
+    """
+
+
+class FatalBackendError(UserError):
+    """The backend cannot answer any row (e.g. the server rejects the API key): stop the run."""
+
+
+class RowError(ValueError):
+    """One row cannot be sent (empty prompt, malformed turns): that row gets an error record."""

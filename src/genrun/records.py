@@ -1,0 +1,77 @@
+"""answers.jsonl: one JSON record per row, appended and flushed as each answer arrives.
+
+Reopening a run's file is what makes resume safe: a line torn by a crash is dropped, a row
+recorded twice keeps one record, and (with retry_errors) failed rows are removed so they
+are answered again. Every row ends with exactly one record.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+
+def read_records(path: Path) -> Iterator[dict[str, Any]]:
+    """The complete records of an answers file; torn or garbled lines are skipped."""
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.endswith("\n"):
+                break  # torn by a crash mid-write
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("index"), int):
+                yield record
+
+
+class AnswerLog:
+    def __init__(self, path: Path, retry_errors: bool = False) -> None:
+        self.path = path
+        self.done: set[int] = set()
+        self.failed_before = 0
+        self._reconcile(retry_errors)
+        self._file = open(path, "a", encoding="utf-8")
+
+    def _reconcile(self, retry_errors: bool) -> None:
+        """Decide which rows are done, and rewrite the file if it holds anything to drop."""
+        if not self.path.exists():
+            return
+        best: dict[int, bool] = {}  # index -> answered; an answer beats an error
+        lines = kept = 0
+        with open(self.path, encoding="utf-8") as handle:
+            lines = sum(1 for _ in handle)
+        for record in read_records(self.path):
+            kept += 1
+            best[record["index"]] = best.get(record["index"], False) or record.get("error") is None
+        keep = {i for i, ok in best.items() if ok or not retry_errors}
+        self.done = keep
+        self.failed_before = sum(1 for i in keep if not best[i])
+        if kept == lines == len(best) and len(keep) == len(best):
+            return  # nothing torn, duplicated or retried: append as is
+        seen: set[int] = set()
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
+            for record in read_records(self.path):
+                i = record["index"]
+                answered = record.get("error") is None
+                if i in keep and i not in seen and (answered or not best[i]):
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    seen.add(i)
+        os.replace(tmp, self.path)
+        log.info("resume: %d rows already done in %s", len(keep), self.path)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self._file.flush()  # a crash loses at most the rows in flight
+        self.done.add(record["index"])
+
+    def close(self) -> None:
+        self._file.close()

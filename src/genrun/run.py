@@ -1,0 +1,273 @@
+"""One genrun job: open the dataset, build the backend, answer every row into the run directory.
+
+The run directory holds answers.jsonl (one record per row, written as each answer
+arrives), metrics.json and run.json. Re-running into the same directory resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from genrun import provenance, scoring
+from genrun.backend.base import Backend, Completion
+from genrun.dataset import open_rows
+from genrun.engine import Request, answer_all
+from genrun.errors import RowError, UserError
+from genrun.prompts import conversation_messages, prompt_messages
+from genrun.records import AnswerLog, read_records
+
+log = logging.getLogger(__name__)
+
+EXIT_FAILED_ROWS, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def run_job(cfg: DictConfig) -> int:
+    """The CLI's job: run, report a user's mistake as one line, and give the exit code.
+
+    In a multirun the job returns its status instead of exiting, so the other jobs and the
+    sweep summary still run.
+    """
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        code = run(cfg, out_dir)
+    except UserError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        write_json(out_dir / "metrics.json", {"status": "error", "error": str(exc)})
+        print(f"genrun: error: {exc}", file=sys.stderr)
+        log.debug("error", exc_info=True)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"genrun: interrupted; answers so far are in {out_dir}", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    if code and not multirun:
+        sys.exit(code)
+    return code
+
+
+def run(cfg: DictConfig, out_dir: Path) -> int:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        hint = " (or choose one: dataset=demo_qa)" if missing[0] == "dataset.path" else ""
+        raise UserError(f"{missing[0]} has no value: set it on the command line, e.g. {missing[0]}=...{hint}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
+    metrics_wanted = list(cfg.get("metric") or scoring.METRICS)
+    unknown = [m for m in metrics_wanted if m not in scoring.METRICS]
+    if unknown:
+        raise UserError(f"metric={unknown[0]!r} is unknown (choose from {', '.join(scoring.METRICS)})")
+
+    check_resumable(cfg, out_dir)
+    started_at = now()
+    rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
+    answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)))
+    backend = build_backend(cfg)
+    record = provenance.run_record(cfg, backend, rows.info, started_at, answer_config(cfg))
+    write_json(out_dir / "run.json", record)
+
+    todo = (r for r in rows.rows if r[0] not in answers.done)
+    requests = (build_request(index, row, cfg, mode) for index, row in todo)
+    total = None if rows.total is None else max(rows.total - len(answers.done), 0)
+    progress = progress_bar(total)
+    new_rows = new_tokens = 0
+
+    def on_answer(request: Request, completion: Completion, latency: float) -> None:
+        nonlocal new_rows, new_tokens
+        answers.write(make_record(request, completion, latency, metrics_wanted))
+        new_rows += 1
+        new_tokens += completion.completion_tokens or 0
+        progress.update(1)
+
+    wall = time.perf_counter()
+    try:
+        asyncio.run(answer_all(backend, requests, on_answer))
+    finally:
+        wall = time.perf_counter() - wall
+        progress.close()
+        answers.close()
+        backend.close()
+
+    metrics = summarize(out_dir / "answers.jsonl", metrics_wanted)
+    metrics.update(
+        wall_s=round(wall, 3),
+        rows_this_run=new_rows,
+        rows_per_s=round(new_rows / wall, 3) if wall > 0 else None,
+    )
+    if new_tokens and wall > 0:
+        metrics["completion_tokens_per_s"] = round(new_tokens / wall, 1)
+    metrics["status"] = "ok" if metrics["failed"] == 0 else "failed_rows"
+    write_json(out_dir / "metrics.json", metrics)
+    record["finished_at"] = now()
+    write_json(out_dir / "run.json", record)
+    print(
+        f"genrun: {metrics['rows']} rows, {metrics['answered']} answered, {metrics['failed']} failed"
+        f" -> {out_dir}"
+    )
+    return 0 if metrics["failed"] == 0 else EXIT_FAILED_ROWS
+
+
+def build_backend(cfg: DictConfig) -> Backend:
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    try:
+        return instantiate(
+            cfg.backend,
+            sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
+            extra=OmegaConf.to_container(cfg.extra, resolve=True),
+            seed=cfg.seed,
+            _convert_="all",
+        )
+    except InstantiationException as exc:
+        # Hydra wraps the backend's own error; a user's mistake is reported as itself.
+        cause = exc.__cause__
+        if isinstance(cause, (UserError, ImportError)):
+            if isinstance(cause, ImportError):
+                raise UserError(f"backend {cfg.backend._target_} needs a package that is missing: {cause}") from exc
+            raise cause from None
+        if isinstance(cause, TypeError) and "unexpected keyword" in str(cause):
+            raise UserError(f"backend: {cause}") from exc
+        raise
+
+
+def build_request(index: int, row: dict[str, Any], cfg: DictConfig, mode: str) -> Request:
+    fields = cfg.dataset.fields
+    meta: dict[str, Any] = {"id": row[fields.id] if fields.id else index}
+    if fields.reference:
+        meta["reference"] = row[fields.reference]
+    try:
+        if mode == "multiturn":
+            meta["messages"] = row[fields.messages]
+            messages = conversation_messages(row[fields.messages], cfg.system_prompt)
+        elif mode == "generate":
+            meta["prompt"] = row[fields.prompt]
+            messages = prompt_messages(row[fields.prompt], cfg.system_prompt)
+        else:
+            raise UserError(f"mode={mode} is not available yet; use mode=generate or mode=multiturn")
+    except RowError as exc:
+        return Request(index, None, error=f"row {index}: {exc}", meta=meta)
+    return Request(index, messages, meta=meta)
+
+
+def make_record(request: Request, completion: Completion, latency: float, metrics: list[str]) -> dict[str, Any]:
+    meta = dict(request.meta)
+    record: dict[str, Any] = {"id": meta.pop("id"), "index": request.index}
+    reference = meta.pop("reference", None)
+    record.update(meta)  # the prompt or the messages, as the dataset gave them
+    record.update(
+        answer=completion.answer,
+        error=completion.error,
+        finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_s=round(latency, 4),
+    )
+    if completion.reasoning is not None:
+        record["reasoning"] = completion.reasoning
+    if reference is not None:
+        record["reference"] = reference
+        if completion.answer is not None:
+            record["scores"] = scoring.score(completion.answer, reference, metrics)
+    return record
+
+
+def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
+    """metrics.json from the answers file alone, so a resumed run counts every row once."""
+    rows = answered = unclosed = 0
+    prompt_tokens = completion_tokens = 0
+    have_tokens = False
+    sums: dict[str, float] = {}
+    scored = 0
+    for record in read_records(path):
+        rows += 1
+        if record.get("error") is not None:
+            continue
+        answered += 1
+        if record.get("completion_tokens") is not None:
+            have_tokens = True
+            prompt_tokens += record.get("prompt_tokens") or 0
+            completion_tokens += record["completion_tokens"]
+        scores = record.get("scores")
+        if scores:
+            scored += 1
+            unclosed += bool(scores.get("unclosed_thinking"))
+            for name in metrics:
+                sums[name] = sums.get(name, 0.0) + float(scores.get(name, 0.0))
+    result: dict[str, Any] = {"rows": rows, "answered": answered, "failed": rows - answered}
+    if have_tokens:
+        result.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    if scored:
+        result["scores"] = {name: round(sums[name] / scored, 4) for name in metrics}
+        result["scored_rows"] = scored
+        result["unclosed_thinking"] = unclosed
+    return result
+
+
+# Keys that change how fast answers come, not what they are: they may differ on resume.
+OPERATIONAL_KEYS = {
+    "backend": {"api_key", "concurrency", "retries", "base_delay", "timeout", "batch_size", "gpu_ids",
+                "gpu_memory_utilization", "base_url"},
+    "dataset": {"limit", "streaming"},
+}
+ANSWER_KEYS = ("backend", "sampling", "extra", "dataset", "mode", "system_prompt", "image_tag", "seed")
+
+
+def answer_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of the config that changes answers; resume refuses if it differs."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    subset = {}
+    for key in ANSWER_KEYS:
+        value = resolved.get(key)
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in OPERATIONAL_KEYS.get(key, ())}
+        subset[key] = value
+    return subset
+
+
+def check_resumable(cfg: DictConfig, out_dir: Path) -> None:
+    saved_path = out_dir / "run.json"
+    if not (out_dir / "answers.jsonl").exists() or not saved_path.exists():
+        return
+    saved = json.loads(saved_path.read_text()).get("config", {})
+    changed = diff_keys(saved, answer_config(cfg))
+    if changed:
+        raise UserError(
+            f"cannot resume {out_dir}: its answers were made with different {', '.join(changed)}; "
+            "use a new run directory, or set those keys back"
+        )
+
+
+def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def progress_bar(total: int | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="row", desc="genrun", dynamic_ncols=True, mininterval=0.5)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,141 @@
+"""Build a tiny random-weight chat model, so the demo and the tests run with no download.
+
+Its answers are noise: the weights are random. It exists to exercise the real loading,
+templating and generation paths of transformers and vLLM in a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# ChatML with Qwen3's convention for thinking: enable_thinking=false pre-fills an empty
+# think block, so the prompt (and its token count) visibly depends on chat_template_kwargs.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% elif part['type'] in ['image', 'image_url'] %}{{ '<image>' }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and not enable_thinking %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}"
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<image>"]
+
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "What is the capital of France? The capital of France is Paris.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "A large language model answers questions one token at a time.",
+    "Hydra composes configuration from groups on the command line.",
+    "How many legs does a spider have? A spider has eight legs.",
+    "The sun rises in the east and sets in the west.",
+    "You are a helpful assistant. Think step by step, then answer briefly.",
+]
+
+MODEL_VERSION = "1"  # bump when the built model changes, so caches rebuild
+
+
+def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int = 0) -> Path:
+    """Write a tiny Llama-architecture chat model (tokenizer, template, weights) to out_dir."""
+    if vision:
+        raise NotImplementedError("--vision arrives with multimodal support (issue 6)")
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # Byte-level BPE: any text encodes, nothing maps to an unknown token.
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    raw.train_from_iterator(CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        padding_side="left",
+        model_max_length=2048,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(out)
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=64,  # vLLM's CPU attention needs 64 (16 is rejected)
+        max_position_embeddings=2048,
+        # Larger than the usual 0.02 so logits are peaked: greedy choices are not near-ties,
+        # and batched and unbatched decoding pick the same tokens.
+        initializer_range=0.2,
+        tie_word_embeddings=False,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def cached_tiny_model(kind: str = "chat") -> str:
+    """Path of the demo model in the user's cache, built on first use (atomic, so parallel jobs are safe)."""
+    cache_root = Path(os.environ.get("GENRUN_CACHE") or Path.home() / ".cache" / "genrun")
+    target = cache_root / f"tiny-{kind}-v{MODEL_VERSION}"
+    if (target / "config.json").exists():
+        return str(target)
+    cache_root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-", dir=cache_root))
+    try:
+        build_tiny_model(staging, vision=(kind == "vision"))
+        try:
+            staging.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="genrun-tiny-model",
+        description="Write a tiny random-weight chat model (its answers are noise) for demos and tests.",
+    )
+    parser.add_argument("dir", help="output folder")
+    parser.add_argument("--vision", action="store_true", help="a vision-language model (not yet available)")
+    parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
+    args = parser.parse_args(argv)
+    if args.vision:
+        parser.error("--vision is not available yet")
+    print(build_tiny_model(args.dir, seed=args.seed))
+
+
+if __name__ == "__main__":
+    main()
