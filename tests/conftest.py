@@ -1,0 +1,51 @@
+"""Shared fixtures: one tiny model per session, and a helper that runs the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# No test reaches a hub: everything is built or shipped locally.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def genrun_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private cache, so experiment=demo builds its tiny model here, once per session."""
+    cache = tmp_path_factory.mktemp("genrun-cache")
+    os.environ["GENRUN_CACHE"] = str(cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def tiny_model(genrun_cache: Path) -> str:
+    from genrun.tiny_model import cached_tiny_model
+
+    return cached_tiny_model("chat")
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m genrun ARGS` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "genrun", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

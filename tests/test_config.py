@@ -1,0 +1,90 @@
+"""Every option of every config group composes; schemas reject wrong types and unknown keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from genrun.backend.hf import HFBackend
+from genrun.config import conf_dir
+
+CONF = Path(conf_dir())
+GROUPS = ["backend", "sampling", "extra", "dataset", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_with(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group: str, option: str) -> None:
+    cfg = compose_with(f"{group}={option}")
+    assert cfg.mode.value == "generate"
+    if group == "backend":
+        assert cfg.backend._target_.startswith("genrun.backend.")
+    # Every value but a deliberately required one resolves.
+    missing = OmegaConf.missing_keys(cfg)
+    assert missing <= {"dataset.path"}, missing
+
+
+def test_defaults_match_the_reference_page() -> None:
+    cfg = compose_with()
+    assert cfg.backend._target_ == "genrun.backend.vllm.VLLMBackend"
+    assert cfg.backend.model_name_or_path == "openbmb/MiniCPM4-8B"
+    assert cfg.backend.gpu_ids is None  # deliberate change: leave CUDA_VISIBLE_DEVICES alone
+    assert cfg.backend.gpu_memory_utilization == 0.9
+    assert OmegaConf.to_container(cfg.sampling) == {"temperature": 0.7, "top_p": 0.8, "max_tokens": 2048}
+    assert cfg.extra.chat_template_kwargs == {"enable_thinking": False}
+    assert cfg.system_prompt == "" and cfg.image_tag is None
+    openai = compose_with("backend=openai").backend
+    assert (openai.model_name, openai.concurrency, openai.retries, openai.base_delay) == ("MiniCPM4-8B", 8, 3, 1.0)
+    hf = compose_with("backend=hf").backend
+    assert (hf.batch_size, hf.trust_remote_code) == (8, True)
+
+
+def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
+    cfg = compose_with("backend=openai")
+    assert cfg.backend.api_key == "sk-from-env"
+    assert "sk-from-env" not in OmegaConf.to_yaml(cfg)  # stays an interpolation when saved
+
+
+def test_extra_sampling_keys_can_be_added() -> None:
+    cfg = compose_with("+sampling.top_k=20", "+sampling.stop=[END]")
+    assert cfg.sampling.top_k == 20 and list(cfg.sampling.stop) == ["END"]
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("sampling.temperature=hot", "temperature"),
+        ("sampling.temprature=0.1", "temprature"),
+        ("mode=chat", "mode"),
+        ("backend.batch_size=many", "batch_size"),
+        ("dataset.limit=ten", "limit"),
+        ("backend=nonexistent", "nonexistent"),
+    ],
+)
+def test_bad_values_fail_at_composition(override: str, message: str) -> None:
+    with pytest.raises(ConfigCompositionException) as info:
+        compose_with("backend=hf", override)
+    assert message in str(info.value) + str(info.value.__cause__)
+
+
+def test_experiment_demo_selects_hf_and_demo_qa(tiny_model: str) -> None:
+    cfg = compose_with("experiment=demo")
+    assert cfg.backend._target_ == "genrun.backend.hf.HFBackend"
+    assert Path(cfg.dataset.path).name == "demo_qa.jsonl" and Path(cfg.dataset.path).exists()
+    assert cfg.backend.model_name_or_path == tiny_model  # built on first use, then reused
+    backend = HFBackend(**{k: v for k, v in OmegaConf.to_container(cfg.backend, resolve=True).items() if k != "_target_"})
+    assert backend.describe()["chat_template_sha256"]
+    backend.close()
