@@ -5,6 +5,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from genrun import summary
 from genrun.config import conf_dir
 from genrun.run import run_job
 
@@ -19,3 +20,5 @@ def main() -> None:
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in sys.argv[1:] if a not in flags)]
     hydra_main()
+    if summary.sweep_failed:
+        sys.exit(1)  # the sweep ran to its end, but some job failed: summary.md says which

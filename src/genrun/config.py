@@ -60,6 +60,8 @@ class DatasetConfig:
     split: str = "train"
     streaming: bool = True
     limit: Optional[int] = None
+    num_shards: int = 1
+    shard_index: int = 0
     fields: FieldsConfig = field(default_factory=FieldsConfig)
 
 
@@ -105,6 +107,15 @@ class GenrunConfig:
     system_prompt: str = ""
     image_tag: Optional[str] = None
     seed: int = 0
+    resume: Optional[str] = None
+    retry_errors: bool = False
+    metric: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
+
+
+def dirname(text: str, limit: int = 200) -> str:
+    """A sweep job's folder name from its overrides: no slashes (paths in values), bounded length."""
+    name = str(text).replace("/", "_")
+    return name if len(name) <= limit else name[:limit]
 
 
 def register() -> None:
@@ -127,6 +138,7 @@ def register() -> None:
 
     OmegaConf.register_new_resolver("genrun.data", data_file, replace=True)
     OmegaConf.register_new_resolver("genrun.tiny_model", tiny_model, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("genrun.dirname", dirname, replace=True)
     OmegaConf.register_new_resolver("genrun.or", lambda a, b: a if a not in (None, "") else b, replace=True)
 
 

@@ -29,6 +29,12 @@ class Rows:
     rows: Iterator[tuple[int, dict[str, Any]]]
     total: int | None  # rows this job will see, when known up front
     info: dict[str, Any]
+    scanned: int = 0  # dataset rows read so far, before sharding: the dataset's size once done
+
+    def _count(self, rows: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for index, row in rows:
+            self.scanned = index + 1
+            yield index, row
 
 
 def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
@@ -47,7 +53,8 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
         raise UserError(
             f"dataset.shard_index={shard_index} must be in [0, dataset.num_shards={num_shards})"
         )
-    rows = enumerate(itertools.chain([first], iterator))
+    result = Rows(rows=iter(()), total=None, info={})
+    rows = result._count(enumerate(itertools.chain([first], iterator)))
     if limit is not None:
         rows = itertools.islice(rows, int(limit))
     # Sharding by row index (not by file) keeps shards disjoint for a single file, and the
@@ -60,7 +67,8 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
         size = min(size, int(limit)) if size is not None else int(limit)
     if size is not None and num_shards > 1:
         size = len(range(shard_index, size, num_shards))
-    info = {
+    result.rows, result.total = rows, size
+    result.info = {
         "path": path,
         "name": cfg.get("name"),
         "split": cfg.get("split"),
@@ -69,7 +77,7 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
         "shard_index": shard_index,
         "limit": limit,
     }
-    return Rows(rows=rows, total=size, info=info)
+    return result
 
 
 def local_files(path: str) -> list[Path] | None:

@@ -46,15 +46,29 @@ def run_job(cfg: DictConfig) -> int:
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        write_json(out_dir / "metrics.json", {"status": "error", "error": str(exc)})
-        print(f"genrun: error: {exc}", file=sys.stderr)
-        log.debug("error", exc_info=True)
-        code = EXIT_USER_ERROR
+        code = fail(out_dir, str(exc), EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print(f"genrun: interrupted; answers so far are in {out_dir}", file=sys.stderr)
         code = EXIT_INTERRUPTED
+    except Exception as exc:
+        if not multirun:
+            raise  # a bug, not a user's mistake: Hydra shows the traceback
+        # One crashed job must not stop the sweep or its summary (on_multirun_end).
+        log.exception("job crashed")
+        code = fail(out_dir, f"{type(exc).__name__}: {exc}", EXIT_FAILED_ROWS)
     if code and not multirun:
         sys.exit(code)
+    return code
+
+
+def fail(out_dir: Path, message: str, code: int) -> int:
+    """Report a job that could not run: one line on stderr, and its status in metrics.json."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics_file = out_dir / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    write_json(metrics_file, {**metrics, "status": "error", "error": message})
+    print(f"genrun: error: {message}", file=sys.stderr)
+    log.error(message)
     return code
 
 
@@ -70,6 +84,8 @@ def run(cfg: DictConfig, out_dir: Path) -> int:
     if unknown:
         raise UserError(f"metric={unknown[0]!r} is unknown (choose from {', '.join(scoring.METRICS)})")
 
+    if cfg.get("resume") and not (out_dir / "answers.jsonl").exists():
+        raise UserError(f"resume={cfg.resume}: no answers.jsonl there to resume (check the run directory)")
     check_resumable(cfg, out_dir)
     started_at = now()
     rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
@@ -104,6 +120,7 @@ def run(cfg: DictConfig, out_dir: Path) -> int:
     metrics.update(
         wall_s=round(wall, 3),
         rows_this_run=new_rows,
+        dataset_rows=rows.scanned,
         rows_per_s=round(new_rows / wall, 3) if wall > 0 else None,
     )
     if new_tokens and wall > 0:

@@ -1,0 +1,141 @@
+"""Sweep summaries: summary.csv, summary.md and summary.png in a multirun's directory.
+
+Built from each job's files on disk (never from callback memory), so it works with every
+launcher and can be rebuilt later with `genrun-summary SWEEP_DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+# Set when a job of the last sweep did not finish cleanly; the CLI turns it into the exit code.
+sweep_failed = False
+
+
+class SweepSummary(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        global sweep_failed
+        rows = write_summary(Path(config.hydra.sweep.dir), list(config.get("metric") or []))
+        sweep_failed = any(r["status"] != "ok" for r in rows)
+
+
+def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    rows = []
+    for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=_job_number):
+        job = overrides_file.parent.parent
+        overrides = yaml.safe_load(overrides_file.read_text()) or []
+        params = dict(o.split("=", 1) for o in overrides if "=" in o)
+        metrics_file = job / "metrics.json"
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        rows.append({
+            "job": job.name,
+            "params": {k.lstrip("+~"): v for k, v in params.items()},
+            "status": metrics.get("status", "unfinished"),
+            "rows": metrics.get("rows"),
+            "failed": metrics.get("failed"),
+            "scores": metrics.get("scores") or {},
+            "rows_per_s": metrics.get("rows_per_s"),
+            "error": metrics.get("error"),
+        })
+    return rows
+
+
+def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> list[dict[str, Any]]:
+    rows = job_rows(sweep_dir)
+    swept = [k for k in dict.fromkeys(k for r in rows for k in r["params"])
+             if len({r["params"].get(k) for r in rows}) > 1]
+    score_names = list(dict.fromkeys([*(metric_order or []), *(s for r in rows for s in r["scores"])]))
+    score_names = [s for s in score_names if any(s in r["scores"] for r in rows)]
+    header = ["job", *swept, "status", "rows", "failed", *score_names, "rows_per_s", "error"]
+    table = [
+        [r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
+         *(r["scores"].get(s, "") for s in score_names), r["rows_per_s"], r["error"] or ""]
+        for r in rows
+    ]
+    with open(sweep_dir / "summary.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(table)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in row) + " |" for row in table]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    main = score_names[0] if score_names else "rows_per_s"
+    plot(rows, swept, main, sweep_dir / "summary.png")
+    log.info("sweep summary: %s", sweep_dir / "summary.md")
+    return rows
+
+
+def plot(rows: list[dict[str, Any]], swept: list[str], main: str, path: Path) -> None:
+    """The main score against the first swept parameter, one line per value of the second."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def value(r: dict[str, Any]) -> float | None:
+        v = r["scores"].get(main) if main != "rows_per_s" else r["rows_per_s"]
+        return float(v) if v is not None and r["status"] in ("ok", "failed_rows") else None
+
+    x_key = swept[0] if swept else "job"
+    group_key = swept[1] if len(swept) > 1 else None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict[str, list[tuple[Any, float]]] = {}
+    for r in rows:
+        y = value(r)
+        if y is None:
+            continue
+        x = r["params"].get(x_key, r["job"])
+        groups.setdefault(r["params"].get(group_key, "") if group_key else "", []).append((_number(x), y))
+    for name, points in sorted(groups.items()):
+        points.sort(key=lambda p: (isinstance(p[0], str), p[0]))
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                label=f"{group_key}={name}" if group_key else None)
+    ax.set_xlabel(x_key)
+    ax.set_ylabel(main)
+    ax.set_title(f"{main} by {x_key}" + (f" and {group_key}" if group_key else ""))
+    if group_key:
+        ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _number(text: Any) -> Any:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return str(text)
+
+
+def _job_number(path: Path) -> tuple[int, str]:
+    name = path.parent.parent.name
+    head = name.split("_", 1)[0]
+    return (int(head) if head.isdigit() else 1 << 30, name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="genrun-summary", description="Rebuild a sweep's summary.csv/md/png.")
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args(argv)
+    if not args.sweep_dir.is_dir():
+        parser.error(f"{args.sweep_dir}: no such folder")
+    rows = write_summary(args.sweep_dir)
+    if not rows:
+        parser.error(f"{args.sweep_dir}: no job directories (with .hydra/overrides.yaml) found")
+    print((args.sweep_dir / "summary.md").read_text(), end="")
+
+
+if __name__ == "__main__":
+    main()
