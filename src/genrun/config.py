@@ -84,7 +84,9 @@ class OpenAIBackendConfig:
     concurrency: int = 8
     retries: int = 3
     base_delay: float = 1.0
-    timeout: float = 600.0
+    timeout: float = 600.0  # seconds per request attempt
+    send_chat_template_kwargs: bool = True  # false for servers that reject unknown body fields
+    extra_body: Dict[str, Any] = field(default_factory=dict)  # more request-body keys
 
 
 @dataclass

@@ -34,8 +34,16 @@ OnAnswer = Callable[[Request, Completion, float], None]
 
 async def answer_all(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer) -> None:
     """Answer every request, calling on_answer(request, completion, latency_s) as each is known."""
+    if backend.concurrency < 1:
+        raise UserError(f"backend.concurrency must be at least 1, got {backend.concurrency}")
     source = iter(requests)
     answered_any = False
+    fatal: FatalBackendError | None = None  # once set, no new attempt starts
+    # `sending` bounds the attempts in flight. A batch waiting out a retry delay gives its slot
+    # to the next batch, so the backend stays at full concurrency; `live` bounds the batches
+    # held in memory (in flight plus waiting to retry).
+    sending = asyncio.Semaphore(backend.concurrency)
+    live = asyncio.Semaphore(2 * backend.concurrency)
 
     def next_batch() -> list[Request]:
         batch: list[Request] = []
@@ -48,49 +56,64 @@ async def answer_all(backend: Backend, requests: Iterable[Request], on_answer: O
                 break
         return batch
 
-    async def attempt(batch: list[Request]) -> list[Completion]:
-        nonlocal answered_any
+    async def answer(batch: list[Request]) -> None:
+        nonlocal answered_any, fatal
         conversations = [r.messages for r in batch]
+        started = time.perf_counter()
         for try_number in range(backend.retries + 1):
             try:
-                completions = await backend.generate_batch(conversations)
+                async with sending:
+                    if fatal is not None:
+                        raise fatal
+                    completions = await backend.generate_batch(conversations)
                 answered_any = answered_any or any(c.answer is not None for c in completions)
-                return completions
-            except (UserError, asyncio.CancelledError):
+                break
+            except UserError:  # FatalBackendError included
                 raise
             except Exception as exc:  # noqa: BLE001 - the backend classifies it
                 failure = backend.classify(exc)
                 if failure.auth and not answered_any:
-                    raise FatalBackendError(failure.message) from exc
+                    fatal = fatal or FatalBackendError(failure.message)
+                    raise fatal from exc
                 if not failure.retryable or try_number == backend.retries:
-                    return [Completion(error=failure.message) for _ in batch]
+                    completions = [Completion(error=failure.message) for _ in batch]
+                    break
                 delay = failure.retry_after
                 if delay is None:
                     delay = backend.base_delay * 2**try_number + random.uniform(0, backend.base_delay)
                 log.debug("retrying %d rows in %.2fs after: %s", len(batch), delay, failure.message)
                 await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
+        if len(completions) != len(batch):
+            raise RuntimeError(f"{backend.name} returned {len(completions)} answers for {len(batch)} rows")
+        latency = time.perf_counter() - started
+        for request, completion in zip(batch, completions):
+            on_answer(request, completion, latency)
 
-    async def worker() -> None:
-        while batch := next_batch():
-            started = time.perf_counter()
-            completions = await attempt(batch)
-            latency = time.perf_counter() - started
-            if len(completions) != len(batch):
-                raise RuntimeError(f"{backend.name} returned {len(completions)} answers for {len(batch)} rows")
-            for request, completion in zip(batch, completions):
-                on_answer(request, completion, latency)
+    tasks: set[asyncio.Task] = set()
+    failed: list[BaseException] = []
 
-    if backend.concurrency < 1:
-        raise UserError(f"backend.concurrency must be at least 1, got {backend.concurrency}")
-    tasks = [asyncio.create_task(worker()) for _ in range(backend.concurrency)]
+    def done(task: asyncio.Task) -> None:
+        tasks.discard(task)
+        live.release()
+        if not task.cancelled() and task.exception() is not None:
+            failed.append(task.exception())
+
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            if task.exception() is not None:
-                raise task.exception()
-        await asyncio.gather(*tasks)
+        while not failed:
+            await live.acquire()
+            batch = next_batch() if not failed else []
+            if not batch:
+                live.release()
+                break
+            task = asyncio.create_task(answer(batch))
+            tasks.add(task)
+            task.add_done_callback(done)
+        while tasks and not failed:
+            await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+        if failed:
+            raise failed[0]
     finally:
-        for task in tasks:
+        for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await backend.aclose()

@@ -68,7 +68,6 @@ def fail(out_dir: Path, message: str, code: int) -> int:
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     write_json(metrics_file, {**metrics, "status": "error", "error": message})
     print(f"genrun: error: {message}", file=sys.stderr)
-    log.error(message)
     return code
 
 
@@ -151,10 +150,14 @@ def build_backend(cfg: DictConfig) -> Backend:
     except InstantiationException as exc:
         # Hydra wraps the backend's own error; a user's mistake is reported as itself.
         cause = exc.__cause__
-        if isinstance(cause, (UserError, ImportError)):
-            if isinstance(cause, ImportError):
-                raise UserError(f"backend {cfg.backend._target_} needs a package that is missing: {cause}") from exc
+        if isinstance(cause, UserError):
             raise cause from None
+        if isinstance(cause, ImportError):
+            root = cause
+            while root.__cause__ is not None:
+                root = root.__cause__
+            raise UserError(f"backend {cfg.backend._target_} cannot be loaded: {root}; "
+                            "install its extra, e.g. pip install 'genrun[vllm]'") from exc
         if isinstance(cause, TypeError) and "unexpected keyword" in str(cause):
             raise UserError(f"backend: {cause}") from exc
         raise

@@ -57,6 +57,9 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
+    async def aclose(self) -> None:
+        """Release what belongs to the event loop (an HTTP client); awaited when answer_all ends."""
+
     def close(self) -> None:
         """Free the model or client. Safe to call twice."""
 

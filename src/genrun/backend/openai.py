@@ -1,0 +1,155 @@
+"""Any OpenAI-compatible chat-completions server, through the official SDK's AsyncOpenAI.
+
+One request per row; the engine keeps `concurrency` of them in flight and applies the retry
+policy, using classify() below. The SDK's own retries are off so only that policy applies.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any, Mapping
+
+from genrun.backend.base import Backend, Completion, Failure, drop_none, one_line, split_known
+from genrun.errors import UserError
+from genrun.prompts import Messages
+
+# Sampling keys the chat-completions endpoint takes as parameters; any other sampling key
+# (top_k, repetition_penalty, min_p, ...) goes into the request body, which vLLM and
+# SGLang read.
+CHAT_PARAMS = {
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed", "stop",
+    "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
+    "reasoning_effort", "response_format", "n",
+}
+RETRYABLE_STATUS = {408, 409, 429}
+AUTH_STATUS = {401, 403}
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+
+    def __init__(
+        self,
+        model_name: str,
+        sampling: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        base_url: str = "http://localhost:8000/v1",
+        api_key: str | None = None,
+        concurrency: int = 8,
+        retries: int = 3,
+        base_delay: float = 1.0,
+        timeout: float = 600.0,
+        send_chat_template_kwargs: bool = True,
+        extra_body: Mapping[str, Any] | None = None,
+        seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
+    ) -> None:
+        if int(concurrency) < 1:
+            raise UserError(f"backend.concurrency must be at least 1, got {concurrency}")
+        if int(retries) < 0:
+            raise UserError(f"backend.retries must be 0 or more, got {retries}")
+        if float(timeout) <= 0:
+            raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
+        extra = dict(extra or {})
+        split_known(extra, {"chat_template_kwargs"}, "extra", "openai")
+        sampling = drop_none(sampling)
+        if int(sampling.get("n", 1)) != 1:
+            raise UserError("sampling.n must be 1: genrun records one answer per row (sweep seeds instead)")
+        self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
+        self.body = {k: v for k, v in sampling.items() if k not in CHAT_PARAMS}
+        if send_chat_template_kwargs and extra.get("chat_template_kwargs"):
+            self.body["chat_template_kwargs"] = dict(extra["chat_template_kwargs"])
+        self.body.update(extra_body or {})
+        self.model_name = model_name
+        self.base_url = base_url
+        self.api_key = api_key or "EMPTY"  # local servers accept any key; the SDK insists on one
+        self.concurrency, self.retries = int(concurrency), int(retries)
+        self.base_delay, self.timeout = float(base_delay), float(timeout)
+        self._client: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model_name, "base_url": self.base_url}
+
+    def _get_client(self) -> Any:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            self._client = AsyncOpenAI(
+                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
+            )
+        return self._client
+
+    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+        return [await self._answer(messages) for messages in conversations]
+
+    async def _answer(self, messages: Messages) -> Completion:
+        response = await self._get_client().chat.completions.create(
+            model=self.model_name, messages=messages, extra_body=self.body or None, **self.params
+        )
+        if not response.choices:
+            raise ValueError("the server returned no choices")
+        choice = response.choices[0]
+        message = choice.message
+        extras = message.model_extra or {}
+        reasoning = extras.get("reasoning_content") or extras.get("reasoning")
+        usage = response.usage
+        return Completion(
+            answer=message.content or "",
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+        )
+
+    def classify(self, exc: Exception) -> Failure:
+        import openai
+
+        if isinstance(exc, openai.APITimeoutError):
+            return Failure(f"timeout: no answer within {self.timeout:g}s", retryable=True)
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return Failure(self._redact(f"connection error: {type(cause).__name__}: {cause}"), retryable=True)
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = self._redact(f"HTTP {status}: {_error_message(exc)}")
+            if status in AUTH_STATUS:
+                return Failure(
+                    f"{self.base_url} rejected the API key ({message}); set OPENAI_API_KEY "
+                    "or backend.api_key", auth=True,
+                )
+            retryable = status in RETRYABLE_STATUS or status >= 500
+            return Failure(message, retryable=retryable, retry_after=_retry_after(exc.response.headers))
+        return Failure(self._redact(f"{type(exc).__name__}: {exc}"))
+
+    def _redact(self, text: str) -> str:
+        text = one_line(text)
+        return text.replace(self.api_key, "***") if len(self.api_key) >= 4 else text
+
+    async def aclose(self) -> None:
+        # The client belongs to the event loop it was used in: close it there.
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+    return str(getattr(exc, "message", exc))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a Retry-After header (seconds or an HTTP date), if the server sent one."""
+    value = headers.get("retry-after") if headers is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(when.timestamp() - time.time(), 0.0) if when else None

@@ -1,0 +1,120 @@
+"""A small OpenAI-compatible server on 127.0.0.1 that fails in chosen ways, for fault tests.
+
+The behaviour of a request depends on its prompt, "<kind> <n>", and on how many times that
+prompt was seen: e.g. "rate 3" answers 429 with Retry-After once, then succeeds.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+RETRY_AFTER_S = 0.3
+SLOW_S = 1.5
+
+
+class FaultServer:
+    def __init__(self, status_for_all: int | None = None) -> None:
+        self.status_for_all = status_for_all
+        self.lock = threading.Lock()
+        self.in_flight = self.max_in_flight = 0
+        self.attempts: dict[str, list[float]] = defaultdict(list)  # prompt -> arrival times
+        self.auth_headers: set[str] = set()
+        self.bodies: list[dict] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # keep test output clean
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                with server.lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                    server.attempts[prompt].append(time.monotonic())
+                    server.auth_headers.add(self.headers.get("Authorization", ""))
+                    server.bodies.append(body)
+                    attempt = len(server.attempts[prompt])
+                try:
+                    server.respond(self, body, prompt, attempt)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        class QuietServer(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                pass  # clients that time out or hang up are part of the test
+
+        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FaultServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def respond(self, handler: BaseHTTPRequestHandler, body: dict, prompt: str, attempt: int) -> None:
+        kind = prompt.split()[0]
+        if self.status_for_all:
+            return send(handler, self.status_for_all, {"error": {"message": "invalid api key"}})
+        if kind == "poison":
+            return send(handler, 400, {"error": {"message": "prompt rejected"}})
+        if kind == "rate" and attempt == 1:
+            return send(handler, 429, {"error": {"message": "slow down"}}, {"Retry-After": str(RETRY_AFTER_S)})
+        if kind == "flaky" and attempt <= 2:
+            return send(handler, 500, {"error": {"message": "internal"}})
+        if kind == "broken":
+            return send(handler, 503, {"error": {"message": "always down"}})
+        if kind == "slow" and attempt == 1 and not wait_unless_hung_up(handler, SLOW_S):
+            return
+        if kind == "drop" and attempt == 1:
+            handler.close_connection = True
+            handler.connection.shutdown(2)  # hang up without an answer
+            return
+        time.sleep(0.05)  # some work, as a model would do, so requests overlap
+        send(handler, 200, completion(body, f"answer to {prompt}"))
+
+
+def wait_unless_hung_up(handler: BaseHTTPRequestHandler, seconds: float) -> bool:
+    """Sleep, but end the request early when the client hangs up (as vLLM aborts it)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([handler.connection], [], [], 0.01)
+        if readable and handler.connection.recv(1, socket.MSG_PEEK) == b"":
+            handler.close_connection = True
+            return False
+    return True
+
+
+def completion(body: dict, text: str) -> dict:
+    return {
+        "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text, "reasoning_content": "thought about it"}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+    }
+
+
+def send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
+    data = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+        handler.send_header(key, value)
+    handler.end_headers()
+    handler.wfile.write(data)

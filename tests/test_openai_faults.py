@@ -1,0 +1,115 @@
+"""The openai backend against a server of the tests' own that fails in chosen ways."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, run_cli, write_jsonl
+from fault_server import RETRY_AFTER_S, FaultServer
+
+KINDS = ["ok"] * 4 + ["rate", "flaky", "slow", "drop", "broken", "ok"]
+
+
+def rows(n: int) -> list[dict]:
+    prompts = [f"{KINDS[i % len(KINDS)]} {i}" for i in range(n)]
+    prompts[17] = "poison 17"
+    return [{"prompt": p} for p in prompts]
+
+
+def openai_args(server: FaultServer, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake", "backend.concurrency=8",
+            "backend.retries=3", "backend.base_delay=0.1", "backend.timeout=0.75", "dataset=default",
+            f"dataset.path={data}", f"hydra.run.dir={out}", *extra]
+
+
+def test_300_rows_with_failures_end_with_one_record_each(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", rows(300))
+    out = tmp_path / "run"
+    with FaultServer() as server:
+        result = run_cli(*openai_args(server, data, out))
+    assert result.returncode == 1, result.stderr  # some rows failed for good
+    records = {r["index"]: r for r in read_jsonl(out / "answers.jsonl")}
+    assert len(read_jsonl(out / "answers.jsonl")) == 300 and sorted(records) == list(range(300))
+    for index, record in records.items():
+        prompt = record["prompt"]
+        if prompt.startswith(("broken", "poison")):
+            assert record["answer"] is None
+            assert record["error"].startswith("HTTP 503" if prompt.startswith("broken") else "HTTP 400")
+        else:
+            assert record["error"] is None and record["answer"] == f"answer to {prompt}", record
+            assert record["reasoning"] == "thought about it"  # kept beside the answer, not in it
+            assert (record["prompt_tokens"], record["completion_tokens"]) == (7, 3)
+    # never more than `concurrency` in flight, and the server was kept busy at that level
+    assert server.max_in_flight == 8
+    # retries: a 400 is not retried; a 503 is, retries+1 attempts in all
+    assert len(server.attempts["poison 17"]) == 1
+    assert all(len(server.attempts[p]) == 4 for p in server.attempts if p.startswith("broken"))
+    # Retry-After is honoured
+    for prompt, times in server.attempts.items():
+        if prompt.startswith("rate"):
+            assert len(times) == 2 and times[1] - times[0] >= RETRY_AFTER_S * 0.95
+    metrics = json.loads((out / "metrics.json").read_text())
+    broken = sum(1 for r in rows(300) if r["prompt"].startswith(("broken", "poison")))
+    assert (metrics["rows"], metrics["failed"]) == (300, broken)
+    assert metrics["completion_tokens"] == 3 * (300 - broken)
+
+
+def test_retries_zero_means_one_attempt(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "flaky 1"}, {"prompt": "ok 2"}])
+    with FaultServer() as server:
+        result = run_cli(*openai_args(server, data, tmp_path / "run", "backend.retries=0", "backend.base_delay=30"))
+    assert result.returncode == 1
+    assert len(server.attempts["flaky 1"]) == 1  # and no 30 s sleep after that last attempt
+    record = {r["prompt"]: r for r in read_jsonl(tmp_path / "run" / "answers.jsonl")}["flaky 1"]
+    assert record["answer"] is None and record["error"].startswith("HTTP 500")
+
+
+def test_rejected_key_stops_the_run_with_one_line_and_never_shows_the_key(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(50)])
+    out = tmp_path / "run"
+    secret = "sk-test-SECRET-4242"
+    with FaultServer(status_for_all=401) as server:
+        result = run_cli(*openai_args(server, data, out, f"backend.api_key={secret}"))
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("genrun: error:")]
+    assert len(errors) == 1 and "rejected the API key" in errors[0] and "HTTP 401" in errors[0]
+    assert sum(len(t) for t in server.attempts.values()) <= 8  # stopped, not 50 failures
+    assert f"Bearer {secret}" in server.auth_headers  # the key was used...
+    assert secret not in result.stdout + result.stderr  # ...and never shown or saved
+    assert subprocess.run(["grep", "-r", secret, str(out)], capture_output=True).returncode == 1
+
+
+@pytest.mark.parametrize("how", ["command_line", "environment"])
+def test_api_key_never_reaches_the_run_directory(tmp_path: Path, how: str) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok 1"}])
+    secret = "sk-test-KEY-77"
+    with FaultServer() as server:
+        extra = [f"backend.api_key={secret}"] if how == "command_line" else []
+        env = {"OPENAI_API_KEY": secret} if how == "environment" else {}
+        result = run_cli(*openai_args(server, data, tmp_path / "run", *extra), env=env)
+    assert result.returncode == 0, result.stderr
+    assert server.auth_headers == {f"Bearer {secret}"}
+    assert subprocess.run(["grep", "-r", secret, str(tmp_path / "run")], capture_output=True).returncode == 1
+
+
+def test_body_keys_chat_template_kwargs_and_opting_out(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok 1"}])
+    with FaultServer() as server:
+        assert run_cli(*openai_args(server, data, tmp_path / "a", "+sampling.top_k=20", "+sampling.seed=3")).returncode == 0
+        assert run_cli(*openai_args(server, data, tmp_path / "b", "backend.send_chat_template_kwargs=false",
+                                    "+backend.extra_body.priority=1")).returncode == 0
+    first, second = server.bodies
+    assert first["chat_template_kwargs"] == {"enable_thinking": False}
+    assert first["top_k"] == 20 and first["seed"] == 3 and first["temperature"] == 0.7 and first["max_tokens"] == 2048
+    assert "chat_template_kwargs" not in second and second["priority"] == 1
+
+
+def test_concurrency_below_one_is_a_config_error(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok 1"}])
+    with FaultServer() as server:
+        result = run_cli(*openai_args(server, data, tmp_path / "run", "backend.concurrency=0"), timeout=60)
+    assert result.returncode == 2 and "backend.concurrency must be at least 1" in result.stderr
