@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import multiprocessing
 import os
 from typing import Any, Mapping
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 # Rows per LLM.chat call. vLLM schedules them itself; a chunk this large keeps the engine
 # busy far longer than genrun takes to write the previous chunk's records.
 CHUNK_ROWS = 1024
+SPAWN_GUARD = 'put the code that calls generation_init under `if __name__ == "__main__":`'
 
 
 def import_vllm() -> Any:
@@ -47,6 +49,9 @@ class VLLMBackend(Backend):
         seed: int | None = 0,
         **engine_kwargs: Any,
     ) -> None:
+        if getattr(multiprocessing.current_process(), "_inheriting", False):
+            # A spawned vLLM worker is re-importing a script that builds the engine at import time.
+            raise UserError(f"vLLM starts its workers with spawn, which re-imports your script: {SPAWN_GUARD}")
         extra = dict(extra or {})
         split_known(extra, {"chat_template_kwargs"}, "extra", "vllm")
         self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
@@ -73,8 +78,9 @@ class VLLMBackend(Backend):
             )
         except (ValueError, RuntimeError, OSError) as exc:
             raise UserError(
-                f"vLLM could not start on {model_name_or_path!r}: {one_line(exc, 300)} "
-                "(the engine's log above says more; on a CPU try backend.gpu_memory_utilization=0.2)"
+                f"vLLM could not start on {model_name_or_path!r}: {one_line(exc, 300)} (the engine's log "
+                "above says more; on a CPU try backend.gpu_memory_utilization=0.2; in a script, "
+                f"{SPAWN_GUARD})"
             ) from exc
 
     def describe(self) -> dict[str, Any]:

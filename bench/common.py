@@ -1,0 +1,124 @@
+"""Helpers shared by the benchmark scripts: data, the tiny model, a vLLM server, genrun runs, stats.
+
+Benchmarks print figures; they are not tests. Every comparison is measured side by side in
+one process run and reported as a ratio, because absolute times drift on shared machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(os.environ.get("GENRUN_BENCH_DIR") or Path(tempfile.gettempdir()) / "genrun-bench")
+os.environ.setdefault("GENRUN_CACHE", str(WORK / "cache"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+VLLM_CPU = {"gpu_memory_utilization": 0.2, "dtype": "float32", "max_model_len": 512, "enforce_eager": True}
+TOPICS = ["the sea", "a spider", "Paris", "boiling water", "the sun", "a fox", "Hydra configs", "language models"]
+
+
+def tiny_model() -> str:
+    from genrun.tiny_model import cached_tiny_model
+
+    return cached_tiny_model("chat")
+
+
+def prompts(n: int) -> list[str]:
+    """n different prompts of varied length (so padding and scheduling are exercised)."""
+    return [f"Question {i}: tell me " + "something about " * (1 + i % 5) + TOPICS[i % len(TOPICS)] + "?"
+            for i in range(n)]
+
+
+def dataset(n: int) -> Path:
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / f"prompts-{n}.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(n)))
+    return path
+
+
+def compose(*overrides: str) -> Any:
+    """genrun's config, composed exactly as the CLI composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from genrun.config import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))
+
+
+def genrun_run(backend: Any, *overrides: str) -> tuple[float, dict[str, Any]]:
+    """One genrun run (genrun.run.run: dataset streaming, records, scoring, metrics) on an
+    already started backend; returns its wall time and metrics.json."""
+    from genrun.run import run
+
+    cfg = compose(*overrides)
+    out = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
+    started = time.perf_counter()
+    code = run(cfg, out, backend=backend)
+    wall = time.perf_counter() - started
+    if code != 0:
+        raise RuntimeError(f"genrun run failed ({code}); see {out}")
+    return wall, json.loads((out / "metrics.json").read_text())
+
+
+@contextlib.contextmanager
+def vllm_server(model: str, name: str = "tiny") -> Iterator[str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    WORK.mkdir(parents=True, exist_ok=True)
+    log = open(WORK / "vllm-server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", name,
+         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
+         "--enforce-eager", "--gpu-memory-utilization", "0.2", "--disable-log-stats"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"vLLM server did not start; see {log.name}")
+                time.sleep(1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def fmt(stats: dict[str, float], digits: int = 2) -> str:
+    return f"{stats['median']:.{digits}f} (min {stats['min']:.{digits}f}, max {stats['max']:.{digits}f}, n={stats['n']})"
+
+
+def emit(name: str, result: dict[str, Any]) -> None:
+    """Print a benchmark's result as one JSON line (run_all collects them) after its table."""
+    print("RESULT " + json.dumps({"bench": name, **result}))

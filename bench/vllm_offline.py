@@ -1,0 +1,63 @@
+"""Q1: genrun backend=vllm vs a bare LLM.chat over the same prompts and sampling settings.
+
+One engine serves both (start-up excluded from both); repeats alternate bare and genrun.
+Target: genrun >= 0.95 of the bare rows/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import VLLM_CPU, dataset, emit, fmt, genrun_run, prompts, summary, tiny_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    import time
+
+    from genrun.backend.vllm import VLLMBackend
+    from genrun.prompts import prompt_messages
+
+    model = tiny_model()
+    sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": args.max_tokens}
+    extra = {"chat_template_kwargs": {"enable_thinking": False}}
+    backend = VLLMBackend(model, sampling=sampling, extra=extra, **VLLM_CPU)
+    conversations = [prompt_messages(p) for p in prompts(args.rows)]
+    data = dataset(args.rows)
+    overrides = ["backend=vllm", f"backend.model_name_or_path={model}", "sampling=greedy",
+                 f"sampling.max_tokens={args.max_tokens}", "dataset=default", f"dataset.path={data}"]
+
+    def bare() -> tuple[float, int]:
+        started = time.perf_counter()
+        outputs = backend.llm.chat(conversations, backend.sampling_params, use_tqdm=False,
+                                   chat_template_kwargs=extra["chat_template_kwargs"])
+        return time.perf_counter() - started, sum(len(o.outputs[0].token_ids) for o in outputs)
+
+    bare()  # warm-up, for both: the first run in a process pays one-off imports
+    genrun_run(backend, *overrides[:-1], f"dataset.path={dataset(64)}")
+    bare_rates, genrun_rates, ratios = [], [], []
+    try:
+        for _ in range(args.repeats):
+            bare_s, bare_tokens = bare()
+            genrun_s, metrics = genrun_run(backend, *overrides)
+            assert metrics["rows"] == args.rows and metrics["completion_tokens"] == bare_tokens, "same work"
+            bare_rates.append(args.rows / bare_s)
+            genrun_rates.append(args.rows / genrun_s)
+            ratios.append(genrun_rates[-1] / bare_rates[-1])
+    finally:
+        backend.close()
+    print(f"vLLM offline, {args.rows} prompts, greedy, max_tokens {args.max_tokens}, tiny model on this machine")
+    print(f"  bare LLM.chat rows/s : {fmt(summary(bare_rates), 1)}")
+    print(f"  genrun rows/s        : {fmt(summary(genrun_rates), 1)}  (whole run: dataset, records, scores, metrics)")
+    print(f"  ratio genrun / bare  : {fmt(summary(ratios), 3)}  target >= 0.95")
+    emit("vllm_offline", {"rows": args.rows, "bare_rows_per_s": summary(bare_rates),
+                          "genrun_rows_per_s": summary(genrun_rates), "ratio": summary(ratios)})
+
+
+if __name__ == "__main__":
+    main()
