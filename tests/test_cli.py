@@ -83,3 +83,28 @@ def test_unknown_backend_and_wrong_type_are_hydra_errors(tmp_path: Path) -> None
         result = run_cli("experiment=demo", *args, f"hydra.run.dir={tmp_path}")
         assert result.returncode == 1 and message in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_multiturn_demo_and_malformed_turns(tmp_path: Path) -> None:
+    out = tmp_path / "chat"
+    result = run_cli("experiment=demo", "mode=multiturn", "dataset=demo_chat", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr
+    records = read_jsonl(out / "answers.jsonl")
+    assert len(records) == 8 and all(isinstance(r["answer"], str) and r["messages"] for r in records)
+
+    rows = [
+        {"turns": [{"role": "user", "content": "Hi"}]},
+        {"turns": [{"role": "wizard", "content": "Hi"}]},
+        {"turns": [{"role": "user"}]},
+        {"turns": "just a string"},
+        {"turns": [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"},
+                   {"role": "user", "content": "Bye"}]},
+    ]
+    data = write_jsonl(tmp_path / "chats.jsonl", rows)
+    out = tmp_path / "bad"
+    result = run_cli("experiment=demo", "mode=multiturn", "dataset=default", f"dataset.path={data}",
+                     "dataset.fields.messages=turns", f"hydra.run.dir={out}")
+    assert result.returncode == 1
+    errors = {r["index"]: r["error"] for r in read_jsonl(out / "answers.jsonl")}
+    assert errors[0] is None and errors[4] is None
+    assert "unknown role 'wizard'" in errors[1] and "has no content" in errors[2] and "must be a list" in errors[3]

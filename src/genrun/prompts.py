@@ -66,3 +66,41 @@ def conversation_messages(turns: Any, system_prompt: str | None = "") -> Message
     if system_prompt and messages[0]["role"] == "system":
         return messages  # the conversation's own system turn wins over the global one
     return with_system(messages, system_prompt)
+
+
+def multimodal_messages(
+    prompt: Any,
+    images: Any,
+    system_prompt: str | None = "",
+    image_tag: str | None = None,
+    base_dir: str | None = None,
+) -> Messages:
+    """One prompt with its images as OpenAI-style content parts.
+
+    With image_tag, each tag in the text is replaced by the next image, in order; without it,
+    the images follow the text. Local files and in-memory images become data URLs, checked
+    here so a bad image fails only its own row; http(s) and data URLs pass through.
+    """
+    from genrun.images import image_url
+
+    text = prompt_text(prompt)
+    role = prompt.get("role", "user") if isinstance(prompt, Mapping) else "user"
+    if images is None:
+        images = []
+    elif isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        images = [images]  # a bare string (or one image) is one image
+    urls = [image_url(image, base_dir) for image in images]
+    image_parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
+    if not image_tag:
+        parts = [{"type": "text", "text": text}, *image_parts]
+    else:
+        pieces = text.split(image_tag)
+        if len(pieces) - 1 != len(image_parts):
+            raise RowError(f"the prompt has {len(pieces) - 1} {image_tag!r} tags but {len(image_parts)} images")
+        parts = []
+        for piece, image in zip(pieces, [*image_parts, None]):
+            if piece:
+                parts.append({"type": "text", "text": piece})
+            if image is not None:
+                parts.append(image)
+    return with_system([{"role": role, "content": parts}], system_prompt)

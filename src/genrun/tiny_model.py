@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # ChatML with Qwen3's convention for thinking: enable_thinking=false pre-fills an empty
 # think block, so the prompt (and its token count) visibly depends on chat_template_kwargs.
@@ -46,9 +47,8 @@ MODEL_VERSION = "1"  # bump when the built model changes, so caches rebuild
 
 
 def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int = 0) -> Path:
-    """Write a tiny Llama-architecture chat model (tokenizer, template, weights) to out_dir."""
-    if vision:
-        raise NotImplementedError("--vision arrives with multimodal support (issue 6)")
+    """Write a tiny chat model (tokenizer, template, weights) to out_dir: Llama for text, or
+    LLaVA (a CLIP vision tower on 32x32 images in front of the same Llama) with vision=True."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -75,9 +75,8 @@ def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int
         model_max_length=2048,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    tokenizer.save_pretrained(out)
 
-    config = LlamaConfig(
+    text_config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
@@ -96,12 +95,45 @@ def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int
         torch_dtype="float32",
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    if vision:
+        model = _tiny_llava(tokenizer, text_config, out)
+    else:
+        tokenizer.save_pretrained(out)
+        model = LlamaForCausalLM(text_config)
     model.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
     )
     model.save_pretrained(out)
     return out
+
+
+def _tiny_llava(tokenizer: Any, text_config: Any, out: Path) -> Any:
+    """LLaVA: each image becomes (32/8)**2 = 16 image tokens in the prompt."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaProcessor
+
+    vision_config = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+        image_size=32, patch_size=8, projection_dim=64,
+    )
+    config = LlavaConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
+        vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
+        num_additional_image_tokens=0, image_token="<image>",
+    )
+    processor.save_pretrained(out)
+    return LlavaForConditionalGeneration(config)
 
 
 def cached_tiny_model(kind: str = "chat") -> str:
@@ -129,12 +161,10 @@ def main(argv: list[str] | None = None) -> None:
         description="Write a tiny random-weight chat model (its answers are noise) for demos and tests.",
     )
     parser.add_argument("dir", help="output folder")
-    parser.add_argument("--vision", action="store_true", help="a vision-language model (not yet available)")
+    parser.add_argument("--vision", action="store_true", help="a LLaVA-style vision-language model")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     args = parser.parse_args(argv)
-    if args.vision:
-        parser.error("--vision is not available yet")
-    print(build_tiny_model(args.dir, seed=args.seed))
+    print(build_tiny_model(args.dir, vision=args.vision, seed=args.seed))
 
 
 if __name__ == "__main__":

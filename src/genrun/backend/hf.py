@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 from genrun.backend.base import Backend, Completion, drop_none, split_known, template_hash
 from genrun.backend.local_model import check_model_path, parse_gpu_ids
-from genrun.errors import UserError
+from genrun.errors import RowError, UserError
+from genrun.images import load_image
 from genrun.prompts import Messages
 
 log = logging.getLogger(__name__)
@@ -75,15 +76,27 @@ class HFBackend(Backend):
         transformers.utils.logging.disable_progress_bar()
         if seed is not None:
             transformers.set_seed(int(seed))
+        load = {"trust_remote_code": trust_remote_code}
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                model_name_or_path, trust_remote_code=trust_remote_code, padding_side="left"
-            )
-            self.model = transformers.AutoModelForCausalLM.from_pretrained(
+            config = transformers.AutoConfig.from_pretrained(model_name_or_path, **load)
+            # An image-text-to-text model (it has a vision tower) takes images through its processor.
+            self.vision = getattr(config, "vision_config", None) is not None
+            if self.vision:
+                self.processor = transformers.AutoProcessor.from_pretrained(model_name_or_path, **load)
+                self.tokenizer = self.processor.tokenizer
+                self.tokenizer.padding_side = "left"
+                model_class = transformers.AutoModelForImageTextToText
+            else:
+                self.processor = None
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(
+                    model_name_or_path, padding_side="left", **load
+                )
+                model_class = transformers.AutoModelForCausalLM
+            self.model = model_class.from_pretrained(
                 model_name_or_path,
-                trust_remote_code=trust_remote_code,
                 dtype=dtype if dtype == "auto" else getattr(torch, dtype),
                 **device_kwargs(gpu_ids),
+                **load,
             ).eval()
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -106,14 +119,28 @@ class HFBackend(Backend):
     def _generate(self, conversations: list[Messages]) -> list[Completion]:
         import torch
 
-        texts = [
-            self.tokenizer.apply_chat_template(
-                c, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
-            )
-            for c in conversations
-        ]
+        completions: list[Completion | None] = [None] * len(conversations)
+        rows, texts, images = [], [], []
+        for i, conversation in enumerate(conversations):
+            try:
+                messages, row_images = self._template_input(conversation)
+                template = self.processor or self.tokenizer
+                texts.append(template.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True, **self.chat_template_kwargs
+                ))
+            except RowError as exc:  # e.g. an image that cannot be fetched: only this row fails
+                completions[i] = Completion(error=str(exc))
+                continue
+            rows.append(i)
+            images.extend(row_images)
+        if not rows:
+            return completions  # type: ignore[return-value]
         # The chat template already holds any BOS token the model wants.
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        if self.vision:
+            batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt",
+                                   add_special_tokens=False)
+        else:
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)
         extra = {"tokenizer": self.tokenizer} if "stop_strings" in self.generate_kwargs else {}
         with torch.inference_mode():
@@ -121,7 +148,28 @@ class HFBackend(Backend):
         # Every row is left-padded to the same width, so new tokens start at that width for all.
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-        return [self._completion(tokens, n) for tokens, n in zip(new_tokens, prompt_lengths)]
+        for i, tokens, n in zip(rows, new_tokens, prompt_lengths):
+            completions[i] = self._completion(tokens, n)
+        return completions  # type: ignore[return-value]
+
+    def _template_input(self, conversation: Messages) -> tuple[Messages, list[Any]]:
+        """Messages for the chat template ({"type": "image"} parts) and the row's PIL images, in order."""
+        messages, images = [], []
+        for message in conversation:
+            content = message["content"]
+            if isinstance(content, list):
+                parts = []
+                for part in content:
+                    if part.get("type") == "image_url":
+                        if not self.vision:
+                            raise RowError(f"{self.model_path} is a text-only model: it takes no images")
+                        images.append(load_image(part["image_url"]["url"]))
+                        parts.append({"type": "image"})
+                    else:
+                        parts.append(part)
+                content = parts
+            messages.append({**message, "content": content})
+        return messages, images
 
     def _completion(self, tokens: list[int], prompt_tokens: int) -> Completion:
         count, finish = 0, "length"

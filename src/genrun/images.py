@@ -1,0 +1,87 @@
+"""Images for multimodal prompts: whatever a dataset or a user holds, as a URL a backend takes.
+
+Local files, bytes and PIL images become base64 data URLs (checked to be images, so a bad
+one fails only its row); http(s) and data URLs pass through for the server or engine to fetch.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import Any, Mapping
+
+from genrun.errors import RowError
+
+
+def image_url(image: Any, base_dir: str | None = None) -> str:
+    if isinstance(image, str):
+        if image.startswith(("http://", "https://")):
+            return image
+        if image.startswith("data:"):
+            if not image.startswith("data:image/"):
+                raise RowError(f"data URL is not an image ({image[:30]}...)")
+            return image
+        path = Path(image).expanduser()
+        if not path.is_absolute() and base_dir:
+            path = Path(base_dir) / path  # relative to the dataset file's folder
+        if not path.is_file():
+            raise RowError(f"image file not found: {image}")
+        return data_url(path.read_bytes(), str(image))
+    if isinstance(image, (bytes, bytearray)):
+        return data_url(bytes(image), "image bytes")
+    if isinstance(image, Mapping):  # a datasets Image feature that was not decoded
+        if image.get("bytes"):
+            return data_url(image["bytes"], str(image.get("path") or "image bytes"))
+        if image.get("path"):
+            return image_url(image["path"], base_dir)
+    if hasattr(image, "save") and hasattr(image, "size"):  # a PIL image
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return data_url(buffer.getvalue(), "image", checked=True)
+    raise RowError(f"cannot use {type(image).__name__} as an image (give a path, URL, bytes or PIL image)")
+
+
+def data_url(data: bytes, name: str, checked: bool = False) -> str:
+    fmt = "png" if checked else image_format(data, name)
+    return f"data:image/{fmt};base64,{base64.b64encode(data).decode()}"
+
+
+def image_format(data: bytes, name: str) -> str:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+            return (img.format or "png").lower()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RowError(f"not an image: {name}") from None
+
+
+def load_image(url: str, timeout: float = 30.0) -> Any:
+    """A PIL image from a data URL or an http(s) URL (for backends that decode images themselves)."""
+    from PIL import Image
+
+    if url.startswith("data:"):
+        data = base64.b64decode(url.split(",", 1)[1])
+    else:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = response.read()
+        except OSError as exc:
+            raise RowError(f"image URL could not be fetched: {url} ({exc})") from None
+        image_format(data, url)
+    return Image.open(io.BytesIO(data)).convert("RGB")
+
+
+def describe(image: Any) -> Any:
+    """What a record keeps of an image: its path or URL, never the pixels."""
+    if isinstance(image, str):
+        return image if not image.startswith("data:") else image[:40] + "..."
+    if isinstance(image, Mapping) and image.get("path"):
+        return image["path"]
+    if hasattr(image, "size"):
+        return f"<image {image.size[0]}x{image.size[1]}>"
+    return f"<{type(image).__name__}>"
