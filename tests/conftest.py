@@ -57,11 +57,12 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def engine_processes() -> set[int]:
-    """PIDs of vLLM engine-core processes started by this test process."""
+    """PIDs of vLLM engine-core processes started by this test process itself (direct children:
+    a vLLM server's engine is its grandchild, and not ours to count)."""
     import psutil
 
     pids = set()
-    for proc in psutil.Process().children(recursive=True):
+    for proc in psutil.Process().children(recursive=False):
         try:
             if proc.status() != psutil.STATUS_ZOMBIE and "EngineCore" in " ".join([proc.name(), *proc.cmdline()]):
                 pids.add(proc.pid)

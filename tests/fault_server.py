@@ -36,7 +36,10 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
+                content = body["messages"][-1]["content"]
+                if isinstance(content, list):  # multimodal: the text parts make the prompt
+                    content = " ".join(p["text"] for p in content if p.get("type") == "text")
+                prompt = content
                 with server.lock:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)

@@ -16,7 +16,7 @@ from hydra.utils import get_class
 from genrun.backend import TARGETS, Backend, Completion
 from genrun.engine import Request, answer_all
 from genrun.errors import RowError, UserError
-from genrun.prompts import Messages, conversation_messages, prompt_messages
+from genrun.prompts import Messages, conversation_messages, multimodal_messages, prompt_messages
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,18 @@ async def multimodal_generate(
     system_prompt: str = "",
     image_tag: Optional[str] = None,
 ) -> Dict[str, List[str]]:
-    raise UserError("multimodal_generate is not available yet in this genrun version")
+    """Answer each prompt with its images: multimodal_path[i] lists the images of prompt i
+    (local paths, http(s) URLs or data URLs; a bare string is one image). With image_tag, each
+    tag in a prompt is replaced by the next image; without it the images follow the text."""
+    if len(multimodal_path) != len(prompt_ls):
+        raise UserError(f"multimodal_path has {len(multimodal_path)} entries for {len(prompt_ls)} prompts")
+
+    def build(pair: Any, system: str) -> Messages:
+        images, prompt = pair
+        return multimodal_messages(prompt, images, system, image_tag)
+
+    pairs = list(zip(multimodal_path, prompt_ls))
+    return {"ans_ls": await _answer([_request(i, build, pair, system_prompt) for i, pair in enumerate(pairs)])}
 
 
 def vllm_shutdown() -> None:

@@ -25,7 +25,8 @@ from genrun.backend.base import Backend, Completion
 from genrun.dataset import open_rows
 from genrun.engine import Request, answer_all
 from genrun.errors import RowError, UserError
-from genrun.prompts import conversation_messages, prompt_messages
+from genrun.images import describe as describe_image
+from genrun.prompts import conversation_messages, multimodal_messages, prompt_messages
 from genrun.records import AnswerLog, read_records
 
 log = logging.getLogger(__name__)
@@ -175,9 +176,8 @@ def request_builder(cfg: DictConfig, mode: str) -> Callable[[int, dict[str, Any]
     """Turns a dataset row into a Request. Config values are read once: OmegaConf lookups
     cost microseconds each, which adds up over millions of rows."""
     fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
-    system_prompt = cfg.system_prompt
-    if mode not in ("generate", "multiturn"):
-        raise UserError(f"mode={mode} is not available yet; use mode=generate or mode=multiturn")
+    system_prompt, image_tag = cfg.system_prompt, cfg.image_tag
+    base_dir = image_base_dir(str(cfg.dataset.path))
 
     def build(index: int, row: dict[str, Any]) -> Request:
         meta: dict[str, Any] = {"id": row[fields["id"]] if fields["id"] else index}
@@ -187,6 +187,12 @@ def request_builder(cfg: DictConfig, mode: str) -> Callable[[int, dict[str, Any]
             if mode == "multiturn":
                 meta["messages"] = row[fields["messages"]]
                 messages = conversation_messages(row[fields["messages"]], system_prompt)
+            elif mode == "multimodal":
+                meta["prompt"] = row[fields["prompt"]]
+                images = row[fields["images"]]
+                listed = images if isinstance(images, (list, tuple)) else [images]
+                meta["images"] = [describe_image(i) for i in listed if i is not None]
+                messages = multimodal_messages(row[fields["prompt"]], images, system_prompt, image_tag, base_dir)
             else:
                 meta["prompt"] = row[fields["prompt"]]
                 messages = prompt_messages(row[fields["prompt"]], system_prompt)
@@ -195,6 +201,14 @@ def request_builder(cfg: DictConfig, mode: str) -> Callable[[int, dict[str, Any]
         return Request(index, messages, meta=meta)
 
     return build
+
+
+def image_base_dir(path: str) -> str | None:
+    """Relative image paths in a local dataset resolve against the dataset file's folder."""
+    local = Path(path).expanduser()
+    if local.is_file():
+        return str(local.parent)
+    return str(local) if local.is_dir() else None
 
 
 def make_record(request: Request, completion: Completion, latency: float, metrics: list[str]) -> dict[str, Any]:

@@ -30,7 +30,10 @@ CHAT_TEMPLATE = (
     "{% endif %}"
 )
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>", "<image>"]
+SPECIAL_TOKENS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+    "<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>",  # the vision model's
+]
 
 CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -43,12 +46,12 @@ CORPUS = [
     "You are a helpful assistant. Think step by step, then answer briefly.",
 ]
 
-MODEL_VERSION = "1"  # bump when the built model changes, so caches rebuild
+MODEL_VERSION = "3"  # bump when the built model changes, so caches rebuild
 
 
 def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int = 0) -> Path:
     """Write a tiny chat model (tokenizer, template, weights) to out_dir: Llama for text, or
-    LLaVA (a CLIP vision tower on 32x32 images in front of the same Llama) with vision=True."""
+    with vision=True an Idefics3 that puts a vision tower for 32x32 images in front of it."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -96,7 +99,7 @@ def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int
     )
     torch.manual_seed(seed)
     if vision:
-        model = _tiny_llava(tokenizer, text_config, out)
+        model = _tiny_vision_model(tokenizer, text_config, out)
     else:
         tokenizer.save_pretrained(out)
         model = LlamaForCausalLM(text_config)
@@ -107,33 +110,32 @@ def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int
     return out
 
 
-def _tiny_llava(tokenizer: Any, text_config: Any, out: Path) -> Any:
-    """LLaVA: each image becomes (32/8)**2 = 16 image tokens in the prompt."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
-    from transformers import LlavaProcessor
+def _tiny_vision_model(tokenizer: Any, text_config: Any, out: Path) -> Any:
+    """Idefics3 (a SigLIP-style vision tower in front of the same Llama). Both transformers and
+    vLLM's CPU build run it without torchvision, which LLaVA needs in vLLM. Each 32x32 image
+    becomes <fake_token_around_image><global-img> + 4 image tokens + <fake_token_around_image>."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, Idefics3VisionConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
 
-    vision_config = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        image_size=32, patch_size=8, projection_dim=64,
+    vision_config = Idefics3VisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8,
     )
-    config = LlavaConfig(
-        vision_config=vision_config,
-        text_config=text_config,
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-1,
-        vision_feature_select_strategy="full",
+    config = Idefics3Config(
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        scale_factor=2,  # (32/8)**2 = 16 patches, shuffled into 4 image tokens
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
-    image_processor = CLIPImageProcessor(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_center_crop=True,
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32},
     )
-    processor = LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=8,
-        vision_feature_select_strategy="full", chat_template=CHAT_TEMPLATE,
-        num_additional_image_tokens=0, image_token="<image>",
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4, chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
-    return LlavaForConditionalGeneration(config)
+    return Idefics3ForConditionalGeneration(config)
 
 
 def cached_tiny_model(kind: str = "chat") -> str:
@@ -161,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Write a tiny random-weight chat model (its answers are noise) for demos and tests.",
     )
     parser.add_argument("dir", help="output folder")
-    parser.add_argument("--vision", action="store_true", help="a LLaVA-style vision-language model")
+    parser.add_argument("--vision", action="store_true", help="a vision-language model (Idefics3-style)")
     parser.add_argument("--seed", type=int, default=0, help="weight seed (default 0)")
     args = parser.parse_args(argv)
     print(build_tiny_model(args.dir, vision=args.vision, seed=args.seed))

@@ -132,13 +132,13 @@ class HFBackend(Backend):
                 completions[i] = Completion(error=str(exc))
                 continue
             rows.append(i)
-            images.extend(row_images)
+            images.append(row_images)
         if not rows:
             return completions  # type: ignore[return-value]
         # The chat template already holds any BOS token the model wants.
         if self.vision:
-            batch = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt",
-                                   add_special_tokens=False)
+            batch = self.processor(text=texts, images=images if any(images) else None, padding=True,
+                                   return_tensors="pt", add_special_tokens=False)
         else:
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)

@@ -144,12 +144,13 @@ class VLLMBackend(Backend):
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
-    """What LLM.chat raises for a bad request: ValueError before vLLM 0.2x, VLLMClientError since."""
+    """What LLM.chat raises for one bad request: ValueError (before vLLM 0.2x) or VLLMClientError
+    for bad input, OSError when an image URL cannot be fetched."""
     try:
         from vllm.exceptions import VLLMClientError
     except ImportError:
-        return (ValueError,)
-    return (ValueError, VLLMClientError)
+        return (ValueError, OSError)
+    return (ValueError, OSError, VLLMClientError)
 
 
 def sampling_params(vllm: Any, sampling: dict[str, Any]) -> Any:
