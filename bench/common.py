@@ -6,18 +6,14 @@ one process run and reported as a ratio, because absolute times drift on shared 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("GENRUN_BENCH_DIR") or Path(tempfile.gettempdir()) / "genrun-bench")
@@ -77,38 +73,13 @@ def genrun_run(backend: Any, *overrides: str) -> tuple[float, dict[str, Any]]:
     return wall, json.loads((out / "metrics.json").read_text())
 
 
-@contextlib.contextmanager
-def vllm_server(model: str, name: str = "tiny") -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def vllm_server(model: str) -> Any:
+    """vLLM's OpenAI-compatible server with the tiny model (the tests' launcher)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from vllm_server import vllm_server as start
+
     WORK.mkdir(parents=True, exist_ok=True)
-    log = open(WORK / "vllm-server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", name,
-         "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
-         "--enforce-eager", "--gpu-memory-utilization", "0.2", "--disable-log-stats"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/models", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"vLLM server did not start; see {log.name}")
-                time.sleep(1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+    return start(model, WORK / "vllm-server.log")
 
 
 def summary(values: list[float]) -> dict[str, float]:

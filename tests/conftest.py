@@ -74,35 +74,7 @@ def engine_processes() -> set[int]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     """vLLM's real OpenAI-compatible server on 127.0.0.1 with the tiny model, once per session."""
-    import socket
-    import time
-    import urllib.request
+    from vllm_server import vllm_server as start
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(tmp_path_factory.mktemp("vllm-server") / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
-         "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
-         "--max-model-len", "512", "--enforce-eager", "--gpu-memory-utilization", "0.2"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/models", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"vLLM server did not start; see {log.name}")
-            time.sleep(1)
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    with start(tiny_model, tmp_path_factory.mktemp("vllm-server") / "server.log") as url:
+        yield url

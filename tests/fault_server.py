@@ -19,8 +19,9 @@ SLOW_S = 1.5
 
 
 class FaultServer:
-    def __init__(self, status_for_all: int | None = None) -> None:
+    def __init__(self, status_for_all: int | None = None, work_s: float = 0.05) -> None:
         self.status_for_all = status_for_all
+        self.work_s = work_s  # how long a normal answer takes, as a model would
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
         self.attempts: dict[str, list[float]] = defaultdict(list)  # prompt -> arrival times
@@ -88,7 +89,8 @@ class FaultServer:
             handler.close_connection = True
             handler.connection.shutdown(2)  # hang up without an answer
             return
-        time.sleep(0.05)  # some work, as a model would do, so requests overlap
+        if self.work_s:
+            time.sleep(self.work_s)  # so requests overlap
         send(handler, 200, completion(body, f"answer to {prompt}"))
 
 

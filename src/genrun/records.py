@@ -35,7 +35,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 class AnswerLog:
     def __init__(self, path: Path, retry_errors: bool = False) -> None:
         self.path = path
-        self.done: set[int] = set()
+        self.done: set[int] = set()  # rows answered before this run started (resume skips them)
         self.failed_before = 0
         self._reconcile(retry_errors)
         self._file = open(path, "a", encoding="utf-8")
@@ -71,7 +71,6 @@ class AnswerLog:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         self._file.flush()  # a crash loses at most the rows in flight
-        self.done.add(record["index"])
 
     def close(self) -> None:
         self._file.close()

