@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,14 @@ def test_concurrency_below_one_is_a_config_error(tmp_path: Path) -> None:
     with FaultServer() as server:
         result = run_cli(*openai_args(server, data, tmp_path / "run", "backend.concurrency=0"), timeout=60)
     assert result.returncode == 2 and "backend.concurrency must be at least 1" in result.stderr
+
+
+def test_an_openai_run_imports_no_torch_transformers_or_vllm(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok 1"}])
+    with FaultServer() as server:
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "genrun", *openai_args(server, data, tmp_path / "run")],
+            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "openai" in imported and not imported & {"torch", "transformers", "vllm"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -105,6 +106,11 @@ def _load(path: str, name: str | None, split: str, streaming: bool) -> Any:
 
     datasets.disable_progress_bars()
     files = local_files(path)
+    restore = datasets.config.TORCH_AVAILABLE
+    # datasets imports torch (1-2 s) in every IterableDataset when torch is installed, only to
+    # share the epoch with DataLoader workers. genrun has none: an OpenAI-only run stays torch-free.
+    if "torch" not in sys.modules:
+        datasets.config.TORCH_AVAILABLE = False
     try:
         if files is not None:
             return datasets.load_dataset(
@@ -117,6 +123,8 @@ def _load(path: str, name: str | None, split: str, streaming: bool) -> Any:
     except (FileNotFoundError, ConnectionError, ValueError, OSError) as exc:
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise UserError(f"dataset.path={path!r} could not be opened: {reason}") from exc
+    finally:
+        datasets.config.TORCH_AVAILABLE = restore
 
 
 def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str) -> None:
