@@ -160,3 +160,22 @@ def test_cli_multimodal_run_on_vllm(tmp_path: Path, tiny_vision: str) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     records = read_jsonl(out / "answers.jsonl")
     assert len(records) == 6 and all(isinstance(r["answer"], str) and r["error"] is None for r in records)
+
+
+def test_images_from_a_datasets_image_feature(tmp_path: Path, tiny_vision: str) -> None:
+    import datasets
+    from PIL import Image
+
+    table = datasets.Dataset.from_dict({"q": ["What colour?", "Which shape?"], "img": [RED, BLUE]})
+    table = table.cast_column("img", datasets.Image())  # stored as bytes in the parquet file
+    data = tmp_path / "vqa.parquet"
+    table.to_parquet(str(data))
+    out = tmp_path / "run"
+    result = run_cli("experiment=demo", "mode=multimodal", "dataset=default", f"dataset.path={data}",
+                     "dataset.fields.prompt=q", "dataset.fields.images=img",
+                     f"backend.model_name_or_path={tiny_vision}", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    records = read_jsonl(out / "answers.jsonl")
+    assert len(records) == 2 and all(isinstance(r["answer"], str) for r in records)
+    assert records[0]["images"] == ["<image 32x32>"]  # decoded PIL images; the record keeps no pixels
+    assert Image.open(RED).size == (32, 32)
