@@ -118,4 +118,4 @@ async def _answer(requests: list[Request]) -> list[str | None]:
     return answers
 
 
-__all__ = ["generation_init", "generate", "multimodal_generate", "multiturn_generate", "vllm_shutdown", "Messages"]
+__all__ = ["generation_init", "generate", "multimodal_generate", "multiturn_generate", "vllm_shutdown"]
