@@ -56,6 +56,24 @@ def test_a_prompt_too_long_fails_alone(engine: VLLMBackend) -> None:
     assert completions[0].answer is not None and completions[2].answer is not None
 
 
+def test_many_batches_stream_in_order_and_a_cancelled_batch_leaves_the_engine(engine: VLLMBackend) -> None:
+    prompts = [f"Question {i}: say something" for i in range(3 * engine.batch_size + 5)]
+    answers = asyncio.run(genrun.generate(prompts))["ans_ls"]
+    assert len(answers) == len(prompts) and all(isinstance(a, str) for a in answers)
+    assert asyncio.run(genrun.generate(prompts[-3:]))["ans_ls"] == answers[-3:]  # each row keeps its answer
+
+    async def cancel_mid_batch() -> None:
+        task = asyncio.create_task(engine.generate_batch([prompt_messages(p) for p in prompts[:8]]))
+        await asyncio.sleep(0)  # rows queued, at most one engine step taken: 12 tokens need 12
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert task.cancelled()
+
+    asyncio.run(cancel_mid_batch())
+    assert not engine.llm.llm_engine.has_unfinished_requests()  # aborted, not left running
+    assert asyncio.run(engine.generate_batch([prompt_messages("Hello")]))[0].answer is not None
+
+
 def test_unknown_keys_are_named_before_the_engine_starts(tiny_model: str) -> None:
     with pytest.raises(UserError, match="backend.max_model_length is not a vLLM engine argument"):
         VLLMBackend(tiny_model, sampling={}, max_model_length=512)

