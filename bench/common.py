@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("GENRUN_BENCH_DIR") or Path(tempfile.gettempdir()) / "genrun-bench")
@@ -80,6 +80,18 @@ def vllm_server(model: str) -> Any:
 
     WORK.mkdir(parents=True, exist_ok=True)
     return start(model, WORK / "vllm-server.log")
+
+
+def paired(repeats: int, rows: int, baseline: Callable[[], float], genrun: Callable[[], float]) -> dict[str, Any]:
+    """Run baseline() then genrun() (each returns its wall seconds for `rows` rows) `repeats`
+    times, alternating so drift hits both; rows/s of each and the per-repeat ratio."""
+    baseline_rates, genrun_rates, ratios = [], [], []
+    for _ in range(repeats):
+        baseline_rates.append(rows / baseline())
+        genrun_rates.append(rows / genrun())
+        ratios.append(genrun_rates[-1] / baseline_rates[-1])
+    return {"rows": rows, "baseline_rows_per_s": summary(baseline_rates), "genrun_rows_per_s": summary(genrun_rates),
+            "ratio": summary(ratios)}
 
 
 def summary(values: list[float]) -> dict[str, float]:

@@ -11,7 +11,7 @@ import argparse
 import logging
 import time
 
-from common import WORK, dataset, emit, fmt, genrun_run, summary, tiny_model, vllm_server
+from common import WORK, dataset, emit, fmt, genrun_run, paired, tiny_model, vllm_server
 
 TASK = """task: genrun_bench
 dataset_path: json
@@ -67,19 +67,16 @@ def main() -> None:
         lm_eval_run(url, 8, str(task_dir))  # warm-up, for both
         genrun_run(None, *common)
         for label, lm_concurrency, genrun_concurrency in settings:
-            lm_rates, genrun_rates, ratios = [], [], []
-            for _ in range(args.repeats):
-                lm_s = lm_eval_run(url, lm_concurrency, str(task_dir))
-                genrun_s, metrics = genrun_run(None, *common, f"backend.concurrency={genrun_concurrency}")
+            def genrun_once() -> float:
+                seconds, metrics = genrun_run(None, *common, f"backend.concurrency={genrun_concurrency}")
                 assert metrics["rows"] == args.rows and metrics["failed"] == 0
-                lm_rates.append(args.rows / lm_s)
-                genrun_rates.append(args.rows / genrun_s)
-                ratios.append(genrun_rates[-1] / lm_rates[-1])
-            results[label] = {"label": label, "lm_eval_rows_per_s": summary(lm_rates),
-                              "genrun_rows_per_s": summary(genrun_rates), "ratio": summary(ratios)}
+                return seconds
+
+            results[label] = {"label": label, **paired(
+                args.repeats, args.rows, lambda: lm_eval_run(url, lm_concurrency, str(task_dir)), genrun_once)}
     print(f"genrun vs lm-evaluation-harness local-chat-completions, {args.rows} prompts, vLLM server on 127.0.0.1")
     for label, r in results.items():
-        print(f"  {label}: lm-eval {fmt(r['lm_eval_rows_per_s'], 1)} rows/s | genrun "
+        print(f"  {label}: lm-eval {fmt(r['baseline_rows_per_s'], 1)} rows/s | genrun "
               f"{fmt(r['genrun_rows_per_s'], 1)} rows/s | genrun/lm-eval {fmt(r['ratio'], 2)}")
     emit("lm_eval_compare", {"rows": args.rows, "by_concurrency": results})
 

@@ -34,24 +34,27 @@ def r(stats: dict, digits: int = 1) -> str:
     return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
 
 
+def compared(question: str, against: str, x: dict, digits: int, target: str) -> str:
+    """One table row for a side-by-side comparison made by common.paired."""
+    return (f"| {question} | {against}, {x['rows']} prompts | {r(x['genrun_rows_per_s'])} vs "
+            f"{r(x['baseline_rows_per_s'])} rows/s, ratio **{r(x['ratio'], digits)}** | {target} |")
+
+
 def tables(results: dict[str, dict]) -> str:
     out = ["| question | measured | figures | target |", "|---|---|---|---|"]
     v = results.get("vllm_offline")
     if v and "error" not in v:
-        out.append(f"| 1. vLLM offline | genrun `backend=vllm` vs bare `LLM.chat`, {v['rows']} prompts | "
-                   f"{r(v['genrun_rows_per_s'])} vs {r(v['bare_rows_per_s'])} rows/s, ratio **{r(v['ratio'], 3)}** | ≥ 0.95 |")
+        out.append(compared("1. vLLM offline", "genrun `backend=vllm` vs bare `LLM.chat`", v, 3, "≥ 0.95"))
     o = results.get("openai_server")
     if o and "error" not in o:
         for c, x in o["by_concurrency"].items():
-            out.append(f"| 2. OpenAI-compatible, concurrency {c} | genrun `backend=openai` vs bare `AsyncOpenAI`, "
-                       f"{o['rows']} prompts | {r(x['genrun_rows_per_s'])} vs {r(x['bare_rows_per_s'])} rows/s, "
-                       f"ratio **{r(x['ratio'], 3)}** | ≥ 0.95 |")
+            out.append(compared(f"2. OpenAI-compatible, concurrency {c}",
+                                "genrun `backend=openai` vs bare `AsyncOpenAI`", x, 3, "≥ 0.95"))
     e = results.get("lm_eval_compare")
     if e and "error" not in e:
-        for c, x in e["by_concurrency"].items():
-            out.append(f"| 3. vs lm-evaluation-harness, {x['label']} | genrun vs `lm-eval` `local-chat-completions`, "
-                       f"{e['rows']} prompts | {r(x['genrun_rows_per_s'])} vs {r(x['lm_eval_rows_per_s'])} rows/s, "
-                       f"ratio **{r(x['ratio'], 2)}** | > 1 |")
+        for x in e["by_concurrency"].values():
+            out.append(compared(f"3. vs lm-evaluation-harness, {x['label']}",
+                                "genrun vs `lm-eval` `local-chat-completions`", x, 2, "> 1"))
     h = results.get("hf_batching")
     if h and "error" not in h:
         for b, x in h["by_batch_size"].items():

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import argparse
 
-from common import VLLM_CPU, dataset, emit, fmt, genrun_run, prompts, summary, tiny_model
+from common import VLLM_CPU, dataset, emit, fmt, genrun_run, paired, prompts, tiny_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     import time
@@ -40,23 +40,27 @@ def main() -> None:
 
     bare()  # warm-up, for both: the first run in a process pays one-off imports
     genrun_run(backend, *overrides[:-1], f"dataset.path={dataset(64)}")
-    bare_rates, genrun_rates, ratios = [], [], []
+    bare_tokens = 0
+
+    def timed_bare() -> float:
+        nonlocal bare_tokens
+        seconds, bare_tokens = bare()
+        return seconds
+
+    def timed_genrun() -> float:
+        seconds, metrics = genrun_run(backend, *overrides)
+        assert metrics["rows"] == args.rows and metrics["completion_tokens"] == bare_tokens, "same work"
+        return seconds
+
     try:
-        for _ in range(args.repeats):
-            bare_s, bare_tokens = bare()
-            genrun_s, metrics = genrun_run(backend, *overrides)
-            assert metrics["rows"] == args.rows and metrics["completion_tokens"] == bare_tokens, "same work"
-            bare_rates.append(args.rows / bare_s)
-            genrun_rates.append(args.rows / genrun_s)
-            ratios.append(genrun_rates[-1] / bare_rates[-1])
+        result = paired(args.repeats, args.rows, timed_bare, timed_genrun)
     finally:
         backend.close()
     print(f"vLLM offline, {args.rows} prompts, greedy, max_tokens {args.max_tokens}, tiny model on this machine")
-    print(f"  bare LLM.chat rows/s : {fmt(summary(bare_rates), 1)}")
-    print(f"  genrun rows/s        : {fmt(summary(genrun_rates), 1)}  (whole run: dataset, records, scores, metrics)")
-    print(f"  ratio genrun / bare  : {fmt(summary(ratios), 3)}  target >= 0.95")
-    emit("vllm_offline", {"rows": args.rows, "bare_rows_per_s": summary(bare_rates),
-                          "genrun_rows_per_s": summary(genrun_rates), "ratio": summary(ratios)})
+    print(f"  bare LLM.chat rows/s : {fmt(result['baseline_rows_per_s'], 1)}")
+    print(f"  genrun rows/s        : {fmt(result['genrun_rows_per_s'], 1)}  (whole run: dataset, records, scores, metrics)")
+    print(f"  ratio genrun / bare  : {fmt(result['ratio'], 3)}  target >= 0.95")
+    emit("vllm_offline", result)
 
 
 if __name__ == "__main__":
