@@ -122,7 +122,7 @@ class VLLMBackend(Backend):
                 except self.input_errors as exc:
                     completions[position] = Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
                     continue
-                # Outputs carry LLM's own id (a counter); vLLM >= 0.2x returns it with a
+                # Outputs carry LLM's own id (a counter); vLLM 0.32 returns it with a
                 # random suffix ("17-3fa9c2d1") that the outputs do not have.
                 request_id = engine_id.partition("-")[0]
                 future = loop.create_future()
