@@ -6,6 +6,7 @@ one process run and reported as a ratio, because absolute times drift on shared 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -45,6 +46,15 @@ def dataset(n: int) -> Path:
     if not path.exists():
         path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts(n)))
     return path
+
+
+def workload_args(doc: str | None, rows: int, max_tokens: int, repeats: int) -> argparse.ArgumentParser:
+    """The options every throughput benchmark takes; a script adds its own before parse_args()."""
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--rows", type=int, default=rows)
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    return parser
 
 
 def compose(*overrides: str) -> Any:

@@ -3,17 +3,13 @@ on the same prompts; and whether greedy answers are identical across batch sizes
 
 from __future__ import annotations
 
-import argparse
 import time
 
-from common import dataset, emit, fmt, genrun_run, prompts, summary, tiny_model
+from common import dataset, emit, fmt, genrun_run, prompts, summary, tiny_model, workload_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = workload_args(__doc__, rows=256, max_tokens=32, repeats=3)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
     args = parser.parse_args()
 

@@ -7,11 +7,10 @@ Needs `pip install lm-eval` (the `bench` extra)."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 
-from common import WORK, dataset, emit, fmt, genrun_run, paired, tiny_model, vllm_server
+from common import WORK, dataset, emit, fmt, genrun_run, paired, tiny_model, vllm_server, workload_args
 
 TASK = """task: genrun_bench
 dataset_path: json
@@ -47,10 +46,7 @@ def lm_eval_run(url: str, concurrency: int | None, task_dir: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser = workload_args(__doc__, rows=256, max_tokens=16, repeats=3)
     args = parser.parse_args()
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
 

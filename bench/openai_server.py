@@ -7,11 +7,10 @@ run.json) weigh as little as in a real evaluation."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import time
 
-from common import dataset, emit, fmt, genrun_run, paired, prompts, tiny_model, vllm_server
+from common import dataset, emit, fmt, genrun_run, paired, prompts, tiny_model, vllm_server, workload_args
 
 
 async def bare_loop(url: str, texts: list[str], concurrency: int, max_tokens: int) -> tuple[float, int]:
@@ -36,10 +35,7 @@ async def bare_loop(url: str, texts: list[str], concurrency: int, max_tokens: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = workload_args(__doc__, rows=256, max_tokens=16, repeats=7)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 64])
     args = parser.parse_args()
 

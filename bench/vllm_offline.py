@@ -6,16 +6,12 @@ Target: genrun >= 0.95 of the bare rows/s.
 
 from __future__ import annotations
 
-import argparse
 
-from common import VLLM_CPU, dataset, emit, fmt, genrun_run, paired, prompts, tiny_model
+from common import VLLM_CPU, dataset, emit, fmt, genrun_run, paired, prompts, tiny_model, workload_args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser = workload_args(__doc__, rows=2000, max_tokens=32, repeats=7)
     args = parser.parse_args()
 
     import time
@@ -38,14 +34,9 @@ def main() -> None:
                                    chat_template_kwargs=extra["chat_template_kwargs"])
         return time.perf_counter() - started, sum(len(o.outputs[0].token_ids) for o in outputs)
 
-    bare()  # warm-up, for both: the first run in a process pays one-off imports
+    # warm-up, for both: the first run in a process pays one-off imports
+    _, bare_tokens = bare()
     genrun_run(backend, *overrides[:-1], f"dataset.path={dataset(64)}")
-    bare_tokens = 0
-
-    def timed_bare() -> float:
-        nonlocal bare_tokens
-        seconds, bare_tokens = bare()
-        return seconds
 
     def timed_genrun() -> float:
         seconds, metrics = genrun_run(backend, *overrides)
@@ -53,7 +44,7 @@ def main() -> None:
         return seconds
 
     try:
-        result = paired(args.repeats, args.rows, timed_bare, timed_genrun)
+        result = paired(args.repeats, args.rows, lambda: bare()[0], timed_genrun)
     finally:
         backend.close()
     print(f"vLLM offline, {args.rows} prompts, greedy, max_tokens {args.max_tokens}, tiny model on this machine")
