@@ -36,24 +36,33 @@ class Rows:
     total: int | None  # rows this job will see, when known up front
     info: dict[str, Any]
     scanned: int = 0  # dataset rows read so far, before sharding: the dataset's size once done
+    # A file that turned out broken mid-way: the rows before it were read; the run reports
+    # this once they are answered.
+    error: UserError | None = None
 
     def _count(self, rows: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
-        for index, row in rows:
-            self.scanned = index + 1
-            yield index, row
+        try:
+            for index, row in rows:
+                self.scanned = index + 1
+                yield index, row
+        except BrokenDataset as exc:
+            self.error = exc
 
 
 def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
     """Open the dataset and check that the configured fields are columns before any model loads."""
     path = str(cfg["path"])
-    data = _load(path, cfg.get("name"), cfg.get("split") or "train", bool(cfg.get("streaming", True)))
-    iterator = iter(data)
-    first = next(iterator, None)
+    limit = cfg.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserError(f"dataset.limit={limit!r} must be a positive number of rows (or null for all rows)")
+    files = local_files(path)
+    data = _load(path, files, cfg.get("name"), cfg.get("split") or "train", bool(cfg.get("streaming", True)))
+    iterator = read_checked(data, files, path)
+    first = next(iterator, None)  # a file broken before its first row raises BrokenDataset here
     if first is None:
         raise UserError(f"dataset.path={path!r} split {cfg.get('split')!r} has no rows")
     _check_fields(cfg.get("fields") or {}, mode, first, path)
 
-    limit = cfg.get("limit")
     num_shards, shard_index = int(cfg.get("num_shards", 1)), int(cfg.get("shard_index", 0))
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise UserError(
@@ -106,11 +115,12 @@ def local_files(path: str) -> list[Path] | None:
     return None
 
 
-def _load(path: str, name: str | None, split: str, streaming: bool) -> Any:
+def _load(path: str, files: list[Path] | None, name: str | None, split: str, streaming: bool) -> Any:
     import datasets
 
     datasets.disable_progress_bars()
-    files = local_files(path)
+    # datasets logs a parse error before raising it; genrun reports it once, in one line.
+    datasets.logging.set_verbosity(logging.CRITICAL)
     restore = datasets.config.TORCH_AVAILABLE
     # datasets imports torch (1-2 s) in every IterableDataset when torch is installed, only to
     # share the epoch with DataLoader workers. genrun has none: an OpenAI-only run stays torch-free.
@@ -127,11 +137,64 @@ def _load(path: str, name: str | None, split: str, streaming: bool) -> Any:
                 **JSON_READ if builder == "json" else {},
             )
         return datasets.load_dataset(path, name, split=split, streaming=streaming)
-    except (FileNotFoundError, ConnectionError, ValueError, OSError) as exc:
+    except StopIteration as exc:  # datasets' json builder on a file without a row
+        raise UserError(f"dataset.path={path!r} has no rows (is the file empty?)") from exc
+    except Exception as exc:  # noqa: BLE001 - pyarrow, pandas, json, network: the user's data or path
+        if files is None and not isinstance(exc, (FileNotFoundError, ConnectionError, ValueError, OSError)):
+            raise
         reason = " ".join(str(exc).split())[:300] or type(exc).__name__
         raise UserError(f"dataset.path={path!r} could not be opened: {reason}") from exc
     finally:
         datasets.config.TORCH_AVAILABLE = restore
+
+
+class BrokenDataset(UserError):
+    """A data file that cannot be read past some row: its message names the file and the line."""
+
+
+def read_checked(data: Any, files: list[Path] | None, path: str) -> Iterator[dict[str, Any]]:
+    """The dataset's rows; a parse or decode error, whenever datasets raises it, becomes
+    BrokenDataset naming the file and line, after every good row before that line.
+
+    datasets parses a file in pieces and fails a whole piece at once, so the rows between the
+    last one it gave and the bad line are read again here (local JSON lines and CSV files),
+    which also finds the line to name."""
+    given = 0
+    try:
+        for row in data:
+            yield row
+            given += 1
+    except Exception as exc:  # noqa: BLE001 - pyarrow, pandas, UnicodeDecodeError, ...
+        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        if files is None:
+            raise BrokenDataset(f"dataset.path={path!r}: reading row {given} failed: {reason}") from exc
+        yield from salvage(files, given)
+        # Every line read plainly: datasets failed on something else (e.g. a column whose
+        # type changes between rows). The rows were answered, so say so and go on.
+        log.warning("dataset.path=%r: datasets stopped at row %d (%s); read the rest line by line", path, given, reason)
+
+
+def salvage(files: list[Path], skip: int) -> Iterator[dict[str, Any]]:
+    """Rows after the first `skip`, read plainly until the first bad line, which is raised as
+    BrokenDataset naming the file and the line."""
+    from genrun import salvage as readers
+
+    count = 0
+    for file in files:
+        read = readers.READERS.get(file.suffix)
+        if read is None:
+            if count >= skip:  # nothing to re-read by line in this format (parquet)
+                raise BrokenDataset(f"{file}: cannot be read: the file is damaged or not {file.suffix[1:]}")
+            continue
+        try:
+            for row in read(file):
+                if count >= skip:
+                    yield row
+                count += 1
+        except readers.BadLine as exc:
+            raise BrokenDataset(f"{file} {exc}") from None
+        except OSError as exc:
+            raise BrokenDataset(f"{file}: cannot be read: {exc}") from None
 
 
 def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str) -> None:
