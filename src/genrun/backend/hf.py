@@ -11,6 +11,7 @@ from genrun.backend.local_model import check_model_path, parse_gpu_ids
 from genrun.errors import RowError, UserError
 from genrun.images import load_image
 from genrun.prompts import Messages
+from genrun.sampling import check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ SAMPLING_KEYS = {
 
 def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
     """Map genrun's (vLLM/OpenAI-style) sampling keys to transformers' generate() arguments."""
-    s = drop_none(sampling)
+    s = check_sampling(sampling)
     split_known(s, SAMPLING_KEYS, "sampling", "hf")
     kwargs: dict[str, Any] = {"max_new_tokens": int(s.get("max_tokens", 2048))}
     if s.get("temperature", 1.0) == 0:
