@@ -83,6 +83,14 @@ class FaultServer:
             return send(handler, 500, {"error": {"message": "internal"}})
         if kind == "broken":
             return send(handler, 503, {"error": {"message": "always down"}})
+        if kind == "nullcontent":  # the reasoning used up max_tokens: no answer at all
+            reply = completion(body, None)
+            reply["choices"][0]["finish_reason"] = "length"
+            return send(handler, 200, reply)
+        if kind == "errorbody" and attempt == 1:  # a 200 that carries an error
+            return send(handler, 200, {"error": {"message": "upstream overloaded"}})
+        if kind == "badjson" and attempt == 1:  # a 200 whose body is cut short
+            return send_raw(handler, 200, b'{"id": "cmpl-1", "choices": [')
         if kind == "slow" and attempt == 1 and not wait_unless_hung_up(handler, SLOW_S):
             return
         if kind == "drop" and attempt == 1:
@@ -105,7 +113,7 @@ def wait_unless_hung_up(handler: BaseHTTPRequestHandler, seconds: float) -> bool
     return True
 
 
-def completion(body: dict, text: str) -> dict:
+def completion(body: dict, text: str | None) -> dict:
     return {
         "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
         "choices": [{"index": 0, "finish_reason": "stop",
@@ -115,7 +123,10 @@ def completion(body: dict, text: str) -> dict:
 
 
 def send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
-    data = json.dumps(payload).encode()
+    send_raw(handler, status, json.dumps(payload).encode(), headers)
+
+
+def send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict | None = None) -> None:
     handler.send_response(status)
     handler.send_header("Content-Type", "application/json")
     handler.send_header("Content-Length", str(len(data)))

@@ -72,7 +72,7 @@ async def answer_all(backend: Backend, requests: Iterable[Request], on_answer: O
                 raise
             except Exception as exc:  # noqa: BLE001 - the backend classifies it
                 failure = backend.classify(exc)
-                if failure.auth and not answered_any:
+                if failure.engine_dead or (failure.no_row_can_succeed and not answered_any):
                     fatal = fatal or FatalBackendError(failure.message)
                     raise fatal from exc
                 if not failure.retryable or try_number == backend.retries:

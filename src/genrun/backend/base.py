@@ -30,7 +30,10 @@ class Failure:
     message: str
     retryable: bool = False
     retry_after: float | None = None  # seconds the server asked us to wait
-    auth: bool = False  # the server rejects our credentials: no row can succeed
+    # No row can succeed (a rejected API key, an unknown model): stop the run, unless rows
+    # were answered already (then the cause is this row's, and it fails alone).
+    no_row_can_succeed: bool = False
+    engine_dead: bool = False  # the engine is gone (its process died): stop the run at once
 
 
 class Backend:

@@ -7,12 +7,14 @@ policy, using classify() below. The SDK's own retries are off so only that polic
 from __future__ import annotations
 
 import email.utils
+import os
 import time
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, Failure, drop_none, one_line, split_known
+from genrun.backend.base import Backend, Completion, Failure, one_line, split_known
 from genrun.errors import UserError
 from genrun.prompts import Messages
+from genrun.sampling import check_sampling
 
 # Sampling keys the chat-completions endpoint takes as parameters; any other sampling key
 # (top_k, repetition_penalty, min_p, ...) goes into the request body, which vLLM and
@@ -52,9 +54,7 @@ class OpenAIBackend(Backend):
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
         extra = dict(extra or {})
         split_known(extra, {"chat_template_kwargs"}, "extra", "openai")
-        sampling = drop_none(sampling)
-        if int(sampling.get("n", 1)) != 1:
-            raise UserError("sampling.n must be 1: genrun records one answer per row (sweep seeds instead)")
+        sampling = check_sampling(sampling)
         self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
         self.body = {k: v for k, v in sampling.items() if k not in CHAT_PARAMS}
         if send_chat_template_kwargs and extra.get("chat_template_kwargs"):
@@ -62,7 +62,9 @@ class OpenAIBackend(Backend):
         self.body.update(extra_body or {})
         self.model_name = model_name
         self.base_url = base_url
-        self.api_key = api_key or "EMPTY"  # local servers accept any key; the SDK insists on one
+        # Read here, not in the config, so `--cfg job --resolve` and run directories never hold it.
+        # Local servers accept any key; the SDK insists on one.
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.concurrency, self.retries = int(concurrency), int(retries)
         self.base_delay, self.timeout = float(base_delay), float(timeout)
         self._client: Any = None
@@ -86,20 +88,27 @@ class OpenAIBackend(Backend):
         response = await self._get_client().chat.completions.create(
             model=self.model_name, messages=messages, extra_body=self.body or None, **self.params
         )
+        extras = response.model_extra or {}
+        if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
+            raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
         if not response.choices:
-            raise ValueError("the server returned no choices")
+            raise ServerSaidError("the server answered 200 with no choices")
         choice = response.choices[0]
         message = choice.message
         extras = message.model_extra or {}
         reasoning = extras.get("reasoning_content") or extras.get("reasoning")
         usage = response.usage
-        return Completion(
-            answer=message.content or "",
+        completion = Completion(
+            answer=message.content,
             finish_reason=choice.finish_reason,
             prompt_tokens=getattr(usage, "prompt_tokens", None),
             completion_tokens=getattr(usage, "completion_tokens", None),
             reasoning=reasoning if isinstance(reasoning, str) else None,
         )
+        if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
+            hint = "; raise sampling.max_tokens" if choice.finish_reason == "length" else ""
+            completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
+        return completion
 
     def classify(self, exc: Exception) -> Failure:
         import openai
@@ -115,10 +124,17 @@ class OpenAIBackend(Backend):
             if status in AUTH_STATUS:
                 return Failure(
                     f"{self.base_url} rejected the API key ({message}); set OPENAI_API_KEY "
-                    "or backend.api_key", auth=True,
+                    "or backend.api_key", no_row_can_succeed=True,
                 )
+            if status == 404:  # a wrong model name or base_url: every request would fail the same way
+                return Failure(f"{message} (check backend.model_name={self.model_name!r} and "
+                               f"backend.base_url={self.base_url!r})", no_row_can_succeed=True)
             retryable = status in RETRYABLE_STATUS or status >= 500
             return Failure(message, retryable=retryable, retry_after=_retry_after(exc.response.headers))
+        if isinstance(exc, ServerSaidError):
+            return Failure(self._redact(str(exc)), retryable=True)
+        if isinstance(exc, ValueError):  # json.JSONDecodeError: a 200 whose body is not JSON
+            return Failure(self._redact(f"the server's answer is not valid JSON ({exc})"), retryable=True)
         return Failure(self._redact(f"{type(exc).__name__}: {exc}"))
 
     def _redact(self, text: str) -> str:
@@ -132,14 +148,22 @@ class OpenAIBackend(Backend):
             await client.close()
 
 
+class ServerSaidError(Exception):
+    """A 200 response without an answer in it: retried like a 5xx."""
+
+
+def _message_of(error: Any) -> str:
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return str(error)
+
+
 def _error_message(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, dict):
         inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
+        if isinstance(inner, (dict, str)):
+            return _message_of(inner)
     return str(getattr(exc, "message", exc))
 
 
