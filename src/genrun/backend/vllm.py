@@ -16,12 +16,13 @@ import logging
 import math
 import multiprocessing
 import os
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from genrun.backend.base import Backend, Completion, drop_none, one_line, split_known, template_hash
+from genrun.backend.base import Backend, Completion, Failure, one_line, split_known, template_hash
 from genrun.backend.local_model import check_model_path, parse_gpu_ids
 from genrun.errors import UserError
 from genrun.prompts import Messages
+from genrun.sampling import check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class VLLMBackend(Backend):
         self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
         vllm = import_vllm()
         self.input_errors = input_errors()
-        self.sampling_params = sampling_params(vllm, drop_none(sampling))
+        self.sampling_params = sampling_params(vllm, check_sampling(sampling))
         check_engine_args(engine_kwargs)
         check_model_path(model_name_or_path)
         ids = parse_gpu_ids(gpu_ids)
@@ -84,7 +85,8 @@ class VLLMBackend(Backend):
             engine_kwargs.setdefault("seed", int(seed))
         self.model_path = model_name_or_path
         try:
-            self.llm = vllm.LLM(
+            self.llm = start_engine(
+                vllm,
                 model=model_name_or_path,
                 gpu_memory_utilization=gpu_memory_utilization,
                 dtype=dtype,
@@ -102,6 +104,14 @@ class VLLMBackend(Backend):
         self.concurrency = max(2, math.ceil(2 * max_num_seqs / self.batch_size))
         self._waiting: dict[str, asyncio.Future] = {}  # request id -> its output, once finished
         self._pump: asyncio.Task | None = None
+        self._closing = False
+        self._death: EngineDied | None = None
+        wake_on_engine_death(self.llm, self._on_engine_death)
+
+    def _on_engine_death(self, death: EngineDied) -> bool:
+        """Called from the watcher thread; False when genrun is closing the engine itself."""
+        self._death = death
+        return not self._closing
 
     def describe(self) -> dict[str, Any]:
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
@@ -162,6 +172,14 @@ class VLLMBackend(Backend):
                         future.set_result(output)
             await asyncio.sleep(0)
 
+    def classify(self, exc: Exception) -> Failure:
+        # EngineCore exited (killed, out of memory): every later request would fail the same
+        # way, so stop, and leave the rows in flight unanswered for resume.
+        if isinstance(exc, EngineDied) or type(exc).__name__ == "EngineDeadError":
+            # vLLM may replace EngineDied by its own EngineDeadError, whose message says less.
+            return Failure(str(self._death or exc), engine_dead=True)
+        return super().classify(exc)
+
     @staticmethod
     def _completion(output: Any) -> Completion:
         choice = output.outputs[0]
@@ -174,6 +192,7 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory (GPU memory, or the CPU KV cache)."""
+        self._closing = True
         llm, self.llm = getattr(self, "llm", None), None
         if llm is None:
             return
@@ -206,8 +225,6 @@ def sampling_params(vllm: Any, sampling: dict[str, Any]) -> Any:
     """Build vLLM's SamplingParams, naming a key or value it rejects before the engine starts."""
     known = {f for f in vllm.SamplingParams.__struct_fields__ if not f.startswith("_")}
     split_known(sampling, known, "sampling", "vllm")
-    if int(sampling.get("n", 1)) != 1:
-        raise UserError("sampling.n must be 1: genrun records one answer per row (sweep seeds instead)")
     try:
         return vllm.SamplingParams(**sampling)
     except (TypeError, *input_errors()) as exc:
@@ -224,3 +241,62 @@ def check_engine_args(engine_kwargs: Mapping[str, Any]) -> None:
             f"backend.{unknown[0]} is not a vLLM engine argument (see vllm.engine.arg_utils.EngineArgs); "
             "remove it or fix its name"
         )
+
+
+def start_engine(vllm: Any, **engine_args: Any) -> Any:
+    """vllm.LLM(**engine_args), built in a thread so that Ctrl-C and SIGTERM still reach genrun
+    while the engine starts: vLLM waits for EngineCore in a zmq poll that runs no Python
+    signal handler (for up to VLLM_ENGINE_READY_TIMEOUT_S). On a signal the exception leaves
+    from here, and genrun's exit ends the half-started engine processes."""
+    import threading
+
+    built: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            built["llm"] = vllm.LLM(**engine_args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            built["error"] = exc
+
+    thread = threading.Thread(target=build, name="genrun-engine-start", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.2)  # a short wait: signal handlers run between waits
+    if "error" in built:
+        raise built["error"]
+    return built["llm"]
+
+
+class EngineDied(RuntimeError):
+    """EngineCore exited while the engine was in use."""
+
+
+def wake_on_engine_death(llm: Any, on_death: Callable[[EngineDied], bool]) -> None:
+    """Make a dead EngineCore an error instead of a hang.
+
+    vLLM 0.32's LLM (SyncMPClient) notices a dead EngineCore and shuts its output thread
+    down, but LLMEngine.step() then waits on the output queue forever. A thread of ours waits
+    for the engine processes to exit and, unless genrun is closing the engine itself, puts
+    EngineDied into that queue, so the waiting step() raises it. Reaches into vLLM's
+    internals (engine_core.outputs_queue, resources.engine_manager.processes); where they
+    differ, it does nothing and vLLM's own behaviour stands. on_death(error) says whether the
+    death was unexpected.
+    """
+    import threading
+    from multiprocessing.connection import wait
+
+    core = getattr(llm.llm_engine, "engine_core", None)
+    outputs = getattr(core, "outputs_queue", None)
+    processes = getattr(getattr(getattr(core, "resources", None), "engine_manager", None), "processes", None)
+    if outputs is None or not processes:
+        log.debug("vLLM engine internals not as expected: a dead engine is not watched")
+        return
+
+    def watch() -> None:
+        wait([p.sentinel for p in processes])
+        codes = ", ".join(f"{p.name} exit code {p.exitcode}" for p in processes if p.exitcode is not None)
+        death = EngineDied(f"the vLLM engine process died ({codes}: killed, or out of memory)")
+        if on_death(death):
+            outputs.put_nowait(death)
+
+    threading.Thread(target=watch, name="genrun-engine-watch", daemon=True).start()
