@@ -77,12 +77,17 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr
 
 
-def test_unknown_backend_and_wrong_type_are_hydra_errors(tmp_path: Path) -> None:
-    for args, message in [(["backend=tgi"], "Could not find 'backend/tgi'"),
-                          (["sampling.temperature=hot"], "temperature")]:
-        result = run_cli("experiment=demo", *args, f"hydra.run.dir={tmp_path}")
-        assert result.returncode == 1 and message in result.stderr
-        assert "Traceback" not in result.stderr
+@pytest.mark.parametrize("args,message", [
+    (["backend=tgi"], "Could not find 'backend/tgi' (options: hf, openai, vllm)"),
+    (["sampling.temperature=hot"], "sampling.temperature=hot: Value 'hot' of type 'str' could not be converted"),
+    (["mode=bogus"], "expected one of [generate, multimodal, multiturn]"),
+    (["dataset.limit=abc"], "dataset.limit=abc"),
+])
+def test_hydra_errors_before_the_job_are_one_line_too(tmp_path: Path, args: list[str], message: str) -> None:
+    result = run_cli("experiment=demo", *args, f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith("genrun: error:") and message in result.stderr, result.stderr
 
 
 def test_multiturn_demo_and_malformed_turns(tmp_path: Path) -> None:

@@ -51,11 +51,14 @@ def test_defaults_match_the_reference_page() -> None:
     assert (hf.batch_size, hf.trust_remote_code) == (8, True)
 
 
-def test_api_key_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_comes_from_the_environment_and_never_sits_in_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genrun.backend.openai import OpenAIBackend
+
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env")
     cfg = compose_with("backend=openai")
-    assert cfg.backend.api_key == "sk-from-env"
-    assert "sk-from-env" not in OmegaConf.to_yaml(cfg)  # stays an interpolation when saved
+    assert "sk-from-env" not in OmegaConf.to_yaml(cfg, resolve=True)  # not even in --cfg job --resolve
+    backend = OpenAIBackend(**{k: v for k, v in cfg.backend.items() if k != "_target_"})
+    assert backend.api_key == "sk-from-env"  # read when the backend starts
 
 
 def test_extra_sampling_keys_can_be_added() -> None:

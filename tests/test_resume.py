@@ -83,6 +83,9 @@ def test_retry_errors_redoes_only_failed_rows(tmp_path: Path) -> None:
     assert run_cli(*base).returncode == 1
     first = read_jsonl(out / "answers.jsonl")
     write_jsonl(path, [rows[0], {"prompt": "Now filled in"}, rows[2]])  # the user fixes the data
+    refused = run_cli(*base)  # a changed dataset is refused unless the user says it is fine
+    assert refused.returncode == 2 and "changed since its answers were made" in refused.stderr
+    base.append("resume_allow_changed_dataset=true")
     assert run_cli(*base).returncode == 1  # plain resume: nothing to do, the failure stays
     assert read_jsonl(out / "answers.jsonl") == first
     result = run_cli(*base, "retry_errors=true")

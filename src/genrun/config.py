@@ -111,6 +111,7 @@ class GenrunConfig:
     seed: int = 0
     resume: Optional[str] = None
     retry_errors: bool = False
+    resume_allow_changed_dataset: bool = False
     metric: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
 
 

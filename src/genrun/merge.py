@@ -14,7 +14,7 @@ from genrun.records import read_records
 def merge(run_dirs: list[Path], output: Path) -> int:
     """Write every record of run_dirs to output sorted by row index; return the row count."""
     records: dict[int, dict] = {}
-    duplicates: list[int] = []
+    source: dict[int, Path] = {}  # row index -> the run directory its record came from
     expected = 0
     for run_dir in run_dirs:
         answers = run_dir / "answers.jsonl"
@@ -24,11 +24,15 @@ def merge(run_dirs: list[Path], output: Path) -> int:
         if metrics_file.exists():
             expected = max(expected, int(json.loads(metrics_file.read_text()).get("dataset_rows") or 0))
         for record in read_records(answers):
-            if record["index"] in records:
-                duplicates.append(record["index"])
-            records[record["index"]] = record
-    if duplicates:
-        raise SystemExit(f"genrun-merge: error: rows {_few(duplicates)} appear in more than one shard")
+            index = record["index"]
+            if index in records:
+                where = source[index]
+                if where == run_dir:
+                    raise SystemExit(f"genrun-merge: error: row {index} is in {answers} twice (a run that "
+                                     f"crashed); resume it once (genrun ... resume={run_dir}) to keep one record per row")
+                raise SystemExit(f"genrun-merge: error: row {index} is in both {where} and {run_dir}: "
+                                 "were they shards of one dataset.num_shards setting?")
+            records[index], source[index] = record, run_dir
     total = max(expected, max(records, default=-1) + 1)
     missing = [i for i in range(total) if i not in records]
     if missing:

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from genrun.errors import UserError
+
 log = logging.getLogger(__name__)
 
 
@@ -69,8 +71,15 @@ class AnswerLog:
         log.info("resume: %d rows already done in %s", len(keep), self.path)
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-        self._file.flush()  # a crash loses at most the rows in flight
+        try:
+            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.flush()  # a crash loses at most the rows in flight
+        except OSError as exc:  # a full disk, a quota: stop the run; what is written stays
+            raise UserError(f"cannot write {self.path}: {exc.strerror} (errno {exc.errno}); "
+                            "free some space, then resume the run") from exc
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:  # the write that failed already said why
+            pass

@@ -24,14 +24,15 @@ from genrun import provenance, scoring
 from genrun.backend.base import Backend, Completion
 from genrun.dataset import open_rows
 from genrun.engine import Request, answer_all
-from genrun.errors import RowError, UserError
+from genrun.errors import FatalBackendError, RowError, UserError
 from genrun.images import describe as describe_image
+from genrun.lock import RunDirInUse, RunLock
 from genrun.prompts import conversation_messages, multimodal_messages, prompt_messages
 from genrun.records import AnswerLog, read_records
 
 log = logging.getLogger(__name__)
 
-EXIT_FAILED_ROWS, EXIT_USER_ERROR, EXIT_INTERRUPTED = 1, 2, 130
+EXIT_FAILED_ROWS, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
 
 
 def run_job(cfg: DictConfig) -> int:
@@ -45,30 +46,66 @@ def run_job(cfg: DictConfig) -> int:
     try:
         code = run(cfg, out_dir)
     except UserError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        if full_error():
             raise
-        code = fail(out_dir, str(exc), EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print(f"genrun: interrupted; answers so far are in {out_dir}", file=sys.stderr)
-        code = EXIT_INTERRUPTED
+        # The directory of another process's run is not ours to mark.
+        code = fail(out_dir, str(exc), EXIT_USER_ERROR, mark_run=not isinstance(exc, RunDirInUse))
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"genrun: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; "
+              f"answers so far are in {out_dir} (resume={out_dir} finishes the run)", file=sys.stderr)
+        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if not multirun:
-            raise  # a bug, not a user's mistake: Hydra shows the traceback
+            raise  # a bug, not a user's mistake: the traceback is wanted
         # One crashed job must not stop the sweep or its summary (on_multirun_end).
         log.exception("job crashed")
         code = fail(out_dir, f"{type(exc).__name__}: {exc}", EXIT_FAILED_ROWS)
+    finally:
+        stop_engine_processes()
     if code and not multirun:
         sys.exit(code)
     return code
 
 
-def fail(out_dir: Path, message: str, code: int) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's cancel, `kill`): ends the run as Ctrl-C does, with exit code 143."""
+
+
+def raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1); the CLI keeps their answer
+    in GENRUN_FULL_ERROR because it sets HYDRA_FULL_ERROR itself."""
+    return os.environ.get("GENRUN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def stop_engine_processes(grace_s: float = 5.0) -> None:
+    """No engine process outlives genrun: vLLM leaves EngineCore running when its start-up is
+    interrupted. Children started with multiprocessing are ours to end."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(grace_s)
+        if child.is_alive():
+            child.kill()
+
+
+def fail(out_dir: Path, message: str, code: int, mark_run: bool = True) -> int:
     """Report a job that could not run: one line on stderr, and its status in metrics.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics_file = out_dir / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-    write_json(metrics_file, {**metrics, "status": "error", "error": message})
     print(f"genrun: error: {message}", file=sys.stderr)
+    if not mark_run:
+        return code
+    metrics_file = out_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        write_json(metrics_file, {**metrics, "status": "error", "error": message})
+    except (OSError, ValueError) as exc:  # a full or read-only disk: the line above is the report
+        log.warning("could not write %s: %s", metrics_file, exc)
     return code
 
 
@@ -82,29 +119,36 @@ def run(cfg: DictConfig, out_dir: Path, backend: Backend | None = None) -> int:
     if missing:
         hint = " (or choose one: dataset=demo_qa)" if missing[0] == "dataset.path" else ""
         raise UserError(f"{missing[0]} has no value: set it on the command line, e.g. {missing[0]}=...{hint}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
     metrics_wanted = list(cfg.get("metric") or scoring.METRICS)
     unknown = [m for m in metrics_wanted if m not in scoring.METRICS]
     if unknown:
         raise UserError(f"metric={unknown[0]!r} is unknown (choose from {', '.join(scoring.METRICS)})")
+    if cfg.get("resume"):
+        if Path(cfg.resume).expanduser().resolve() != out_dir.resolve():
+            raise UserError(f"resume={cfg.resume} and hydra.run.dir={out_dir} name different directories: "
+                            "give only resume=<the run to finish>")
+        if not (out_dir / "answers.jsonl").exists():
+            raise UserError(f"resume={cfg.resume}: no answers.jsonl there to resume (check the run directory)")
+    with RunLock(out_dir):
+        return answer_rows(cfg, out_dir, backend, metrics_wanted)
 
-    if cfg.get("resume") and not (out_dir / "answers.jsonl").exists():
-        raise UserError(f"resume={cfg.resume}: no answers.jsonl there to resume (check the run directory)")
-    check_resumable(cfg, out_dir)
+
+def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics_wanted: list[str]) -> int:
+    """run() under the run directory's lock."""
+    mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
+    saved = saved_run(out_dir)
+    check_resumable(cfg, saved, out_dir)
     started_at = now()
     rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
+    check_same_dataset(saved, rows.info, bool(cfg.get("resume_allow_changed_dataset", False)))
     answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)))
     owns_backend = backend is None
-    backend = backend or build_backend(cfg)
-    record = provenance.run_record(cfg, backend, rows.info, started_at, answer_config(cfg))
-    write_json(out_dir / "run.json", record)
-
     todo = (r for r in rows.rows if r[0] not in answers.done)
     build_request = request_builder(cfg, mode)
     requests = (build_request(index, row) for index, row in todo)
     total = None if rows.total is None else max(rows.total - len(answers.done), 0)
-    progress = progress_bar(total)
+    progress: Any = None
+    record: dict[str, Any] | None = None
     new_rows = new_tokens = 0
 
     def on_answer(request: Request, completion: Completion, latency: float) -> None:
@@ -114,15 +158,29 @@ def run(cfg: DictConfig, out_dir: Path, backend: Backend | None = None) -> int:
         new_tokens += completion.completion_tokens or 0
         progress.update(1)
 
-    wall = time.perf_counter()
+    stopped: BaseException | None = None  # what ended the run early; reported after metrics.json
+    wall = 0.0
     try:
-        asyncio.run(answer_all(backend, requests, on_answer))
+        backend = backend or build_backend(cfg)
+        record = provenance.run_record(cfg, backend, rows.info, started_at, answer_config(cfg))
+        write_json(out_dir / "run.json", record)
+        progress = progress_bar(total)
+        wall = time.perf_counter()
+        try:
+            asyncio.run(answer_all(backend, requests, on_answer))
+        finally:
+            wall = time.perf_counter() - wall
+    except FatalBackendError as exc:  # a rejected key, a dead engine: the rows left can be resumed
+        stopped = FatalBackendError(f"{exc} (answers so far are in {out_dir}; resume={out_dir} finishes the run)")
+    except (UserError, KeyboardInterrupt) as exc:  # a full disk, Ctrl-C or SIGTERM (engine start included)
+        stopped = exc
     finally:
-        wall = time.perf_counter() - wall
-        progress.close()
+        if progress is not None:
+            progress.close()
         answers.close()
-        if owns_backend:
+        if owns_backend and backend is not None:
             backend.close()
+    stopped = stopped or rows.error  # a data file broken after its good rows were answered
 
     metrics = summarize(out_dir / "answers.jsonl", metrics_wanted)
     metrics.update(
@@ -133,10 +191,24 @@ def run(cfg: DictConfig, out_dir: Path, backend: Backend | None = None) -> int:
     )
     if new_tokens and wall > 0:
         metrics["completion_tokens_per_s"] = round(new_tokens / wall, 1)
-    metrics["status"] = "ok" if metrics["failed"] == 0 else "failed_rows"
-    write_json(out_dir / "metrics.json", metrics)
-    record["finished_at"] = now()
-    write_json(out_dir / "run.json", record)
+    if isinstance(stopped, KeyboardInterrupt):
+        metrics["status"] = "interrupted"
+    elif stopped is not None:
+        metrics.update(status="error", error=str(stopped))
+    else:
+        metrics["status"] = "ok" if metrics["failed"] == 0 else "failed_rows"
+    try:
+        write_json(out_dir / "metrics.json", metrics)
+        if record is not None:
+            record["finished_at"] = now()
+            write_json(out_dir / "run.json", record)
+    except OSError as exc:
+        if stopped is None:
+            raise UserError(f"cannot write {out_dir}/metrics.json: {exc.strerror} (errno {exc.errno}); "
+                            "free some space, then resume the run") from exc
+        log.warning("could not write metrics.json: %s", exc)  # the error being raised says more
+    if stopped is not None:
+        raise stopped
     print(
         f"genrun: {metrics['rows']} rows, {metrics['answered']} answered, {metrics['failed']} failed"
         f" -> {out_dir}"
@@ -236,6 +308,7 @@ def make_record(request: Request, completion: Completion, latency: float, metric
 def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
     """metrics.json from the answers file alone, so a resumed run counts every row once."""
     rows = answered = unclosed = 0
+    first_error = None
     prompt_tokens = completion_tokens = 0
     have_tokens = False
     sums: dict[str, float] = {}
@@ -243,6 +316,7 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
     for record in read_records(path):
         rows += 1
         if record.get("error") is not None:
+            first_error = first_error or f"row {record['index']}: {record['error']}"
             continue
         answered += 1
         if record.get("completion_tokens") is not None:
@@ -256,6 +330,8 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
             for name in metrics:
                 sums[name] = sums.get(name, 0.0) + float(scores.get(name, 0.0))
     result: dict[str, Any] = {"rows": rows, "answered": answered, "failed": rows - answered}
+    if first_error:
+        result["first_error"] = first_error  # what a sweep summary shows for a job with failed rows
     if have_tokens:
         result.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     if scored:
@@ -286,16 +362,35 @@ def answer_config(cfg: DictConfig) -> dict[str, Any]:
     return subset
 
 
-def check_resumable(cfg: DictConfig, out_dir: Path) -> None:
+def saved_run(out_dir: Path) -> dict[str, Any] | None:
+    """The run.json of the answers already in out_dir (None when there are none to resume)."""
     saved_path = out_dir / "run.json"
     if not (out_dir / "answers.jsonl").exists() or not saved_path.exists():
+        return None
+    return json.loads(saved_path.read_text())
+
+
+def check_resumable(cfg: DictConfig, saved: dict[str, Any] | None, out_dir: Path) -> None:
+    if saved is None:
         return
-    saved = json.loads(saved_path.read_text()).get("config", {})
-    changed = diff_keys(saved, answer_config(cfg))
+    changed = diff_keys(saved.get("config", {}), answer_config(cfg))
     if changed:
         raise UserError(
             f"cannot resume {out_dir}: its answers were made with different {', '.join(changed)}; "
             "use a new run directory, or set those keys back"
+        )
+
+
+def check_same_dataset(saved: dict[str, Any] | None, dataset: dict[str, Any], allowed: bool) -> None:
+    """The same path may hold other data by now: resuming would then mix rows of both."""
+    if saved is None:
+        return
+    before, now_ = (saved.get("dataset") or {}).get("fingerprint"), dataset.get("fingerprint")
+    if before and now_ and before != now_ and not allowed:
+        raise UserError(
+            f"cannot resume: dataset.path={dataset['path']!r} changed since its answers were made "
+            f"(fingerprint {before} then, {now_} now); use a new run directory, or set "
+            "resume_allow_changed_dataset=true if the rows already answered are unchanged"
         )
 
 

@@ -46,9 +46,15 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "failed": metrics.get("failed"),
             "scores": metrics.get("scores") or {},
             "rows_per_s": metrics.get("rows_per_s"),
-            "error": metrics.get("error"),
+            "error": metrics.get("error") or failed_rows_note(metrics),
         })
     return rows
+
+
+def failed_rows_note(metrics: dict[str, Any]) -> str | None:
+    if not metrics.get("failed"):
+        return None
+    return f"{metrics['failed']} rows failed, first {metrics.get('first_error') or 'see answers.jsonl'}"
 
 
 def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> list[dict[str, Any]]:
