@@ -140,7 +140,13 @@ def register() -> None:
         return cached_tiny_model(kind)
 
     OmegaConf.register_new_resolver("genrun.data", data_file, replace=True)
+    def demo_model() -> str:
+        from genrun.demo_model import demo_model as build
+
+        return build()
+
     OmegaConf.register_new_resolver("genrun.tiny_model", tiny_model, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("genrun.demo_model", demo_model, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("genrun.dirname", dirname, replace=True)
     OmegaConf.register_new_resolver("genrun.or", lambda a, b: a if a not in (None, "") else b, replace=True)
 

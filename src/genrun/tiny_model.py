@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from genrun.cache import cached
 
 # ChatML with Qwen3's convention for thinking: enable_thinking=false pre-fills an empty
 # think block, so the prompt (and its token count) visibly depends on chat_template_kwargs.
@@ -139,22 +139,8 @@ def _tiny_vision_model(tokenizer: Any, text_config: Any, out: Path) -> Any:
 
 
 def cached_tiny_model(kind: str = "chat") -> str:
-    """Path of the demo model in the user's cache, built on first use (atomic, so parallel jobs are safe)."""
-    cache_root = Path(os.environ.get("GENRUN_CACHE") or Path.home() / ".cache" / "genrun")
-    target = cache_root / f"tiny-{kind}-v{MODEL_VERSION}"
-    if (target / "config.json").exists():
-        return str(target)
-    cache_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tiny-{kind}-", dir=cache_root))
-    try:
-        build_tiny_model(staging, vision=(kind == "vision"))
-        try:
-            staging.rename(target)
-        except OSError:  # another process won the race; its copy is identical
-            pass
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return str(target)
+    """Path of the tiny model in the user's cache, built on first use."""
+    return str(cached(f"tiny-{kind}-v{MODEL_VERSION}", lambda folder: build_tiny_model(folder, vision=(kind == "vision"))))
 
 
 def main(argv: list[str] | None = None) -> None:

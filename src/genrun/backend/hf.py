@@ -7,7 +7,7 @@ import logging
 from typing import Any, Mapping
 
 from genrun.backend.base import Backend, Completion, drop_none, split_known, template_hash
-from genrun.backend.local_model import check_model_path, parse_gpu_ids
+from genrun.backend.local_model import check_model_path, gguf_file, parse_gpu_ids
 from genrun.errors import RowError, UserError
 from genrun.images import load_image
 from genrun.prompts import Messages
@@ -77,24 +77,26 @@ class HFBackend(Backend):
         transformers.utils.logging.disable_progress_bar()
         if seed is not None:
             transformers.set_seed(int(seed))
-        load = {"trust_remote_code": trust_remote_code}
+        load: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        source = model_name_or_path
+        gguf = gguf_file(model_name_or_path)
+        if gguf is not None:  # transformers reads GGUF itself (dequantized)
+            source, load["gguf_file"] = str(gguf.parent), gguf.name
         try:
-            config = transformers.AutoConfig.from_pretrained(model_name_or_path, **load)
+            config = transformers.AutoConfig.from_pretrained(source, **load)
             # An image-text-to-text model (it has a vision tower) takes images through its processor.
             self.vision = getattr(config, "vision_config", None) is not None
             if self.vision:
-                self.processor = transformers.AutoProcessor.from_pretrained(model_name_or_path, **load)
+                self.processor = transformers.AutoProcessor.from_pretrained(source, **load)
                 self.tokenizer = self.processor.tokenizer
                 self.tokenizer.padding_side = "left"
                 model_class = transformers.AutoModelForImageTextToText
             else:
                 self.processor = None
-                self.tokenizer = transformers.AutoTokenizer.from_pretrained(
-                    model_name_or_path, padding_side="left", **load
-                )
+                self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **load)
                 model_class = transformers.AutoModelForCausalLM
             self.model = model_class.from_pretrained(
-                model_name_or_path,
+                source,
                 dtype=dtype if dtype == "auto" else getattr(torch, dtype),
                 **device_kwargs(gpu_ids),
                 **load,

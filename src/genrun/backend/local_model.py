@@ -23,7 +23,17 @@ def looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or os.sep + os.sep in path or path.count("/") > 1
 
 
+def gguf_file(path: str) -> Path | None:
+    """The file when the model is a single GGUF file (as llama.cpp, Ollama and LM Studio keep them)."""
+    return Path(path).expanduser() if str(path).endswith(".gguf") else None
+
+
 def check_model_path(path: str) -> None:
+    gguf = gguf_file(path)
+    if gguf is not None:
+        if not gguf.is_file():
+            raise UserError(f"backend.model_name_or_path={path!r}: no such GGUF file")
+        return
     expanded = Path(path).expanduser()
     if looks_local(path) and not expanded.exists():
         raise UserError(
@@ -32,3 +42,24 @@ def check_model_path(path: str) -> None:
         )
     if expanded.exists() and not (expanded / "config.json").exists():
         raise UserError(f"backend.model_name_or_path={path!r}: folder has no config.json, so it is not a model")
+
+
+def gguf_as_folder(path: str) -> str:
+    """A GGUF file as a transformers folder in genrun's cache, converted once (dequantized):
+    for engines that want a folder (vLLM's CPU build here)."""
+    import hashlib
+    import logging
+
+    from genrun.cache import cache_root, cached
+    from genrun.demo_model import gguf_to_transformers
+
+    gguf = gguf_file(path)
+    assert gguf is not None
+    stat = gguf.resolve().stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    name = f"gguf-{gguf.stem}-{key}"
+    if not (cache_root() / name / "config.json").exists():
+        logging.getLogger(__name__).warning(
+            "%s: converting the GGUF file into a transformers folder in %s (once; dequantized, so it takes "
+            "more disk than the file)", gguf.name, cache_root() / name)
+    return str(cached(name, lambda folder: gguf_to_transformers(gguf, folder)))

@@ -19,7 +19,7 @@ import os
 from typing import Any, Callable, Mapping
 
 from genrun.backend.base import Backend, Completion, Failure, one_line, split_known, template_hash
-from genrun.backend.local_model import check_model_path, parse_gpu_ids
+from genrun.backend.local_model import check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
 from genrun.errors import UserError
 from genrun.prompts import Messages
 from genrun.sampling import check_sampling
@@ -76,6 +76,8 @@ class VLLMBackend(Backend):
         self.sampling_params = sampling_params(vllm, check_sampling(sampling))
         check_engine_args(engine_kwargs)
         check_model_path(model_name_or_path)
+        if gguf_file(model_name_or_path) is not None:
+            model_name_or_path = gguf_as_folder(model_name_or_path)
         ids = parse_gpu_ids(gpu_ids)
         if ids is not None:
             # Must be set before the engine (and its workers) start.
