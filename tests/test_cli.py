@@ -14,7 +14,7 @@ DEMO_ROWS = sum(1 for _ in (Path(__file__).parents[1] / "src/genrun/data/demo_qa
 
 def test_demo_run_writes_one_record_per_row(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run_cli("experiment=demo", f"hydra.run.dir={out}")
+    result = run_cli("experiment=tiny", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out / "answers.jsonl")
     assert sorted(r["index"] for r in records) == list(range(DEMO_ROWS))
@@ -35,12 +35,12 @@ def test_demo_run_writes_one_record_per_row(tmp_path: Path) -> None:
 
 
 def test_multirun_writes_one_job_directory_per_value(tmp_path: Path) -> None:
-    result = run_cli("experiment=demo", "-m", "sampling.temperature=0.2,0.9", "dataset.limit=4",
+    result = run_cli("experiment=tiny", "-m", "sampling.temperature=0.2,0.9", "dataset.limit=4",
                      f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     jobs = sorted(p.parent for p in tmp_path.glob("*/answers.jsonl"))
-    assert [j.name for j in jobs] == ["0_dataset.limit=4,experiment=demo,sampling.temperature=0.2",
-                                      "1_dataset.limit=4,experiment=demo,sampling.temperature=0.9"]
+    assert [j.name for j in jobs] == ["0_dataset.limit=4,experiment=tiny,sampling.temperature=0.2",
+                                      "1_dataset.limit=4,experiment=tiny,sampling.temperature=0.9"]
     for job in jobs:
         assert len(read_jsonl(job / "answers.jsonl")) == 4
 
@@ -48,7 +48,7 @@ def test_multirun_writes_one_job_directory_per_value(tmp_path: Path) -> None:
 def test_empty_prompt_fails_that_row_only(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hello"}, {"prompt": "  "}, {"prompt": "Bye"}])
     out = tmp_path / "run"
-    result = run_cli("experiment=demo", "dataset=default", f"dataset.path={data}", f"hydra.run.dir={out}")
+    result = run_cli("experiment=tiny", "dataset=default", f"dataset.path={data}", f"hydra.run.dir={out}")
     assert result.returncode == 1
     records = {r["index"]: r for r in read_jsonl(out / "answers.jsonl")}
     assert records[1]["answer"] is None and "empty prompt" in records[1]["error"]
@@ -64,7 +64,7 @@ def test_empty_prompt_fails_that_row_only(tmp_path: Path) -> None:
     (["mode=multiturn"], "dataset.fields.messages is not set"),
 ])
 def test_user_mistakes_give_one_clear_line(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli("experiment=demo", *args, f"hydra.run.dir={tmp_path}")
+    result = run_cli("experiment=tiny", *args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     error_lines = [l for l in result.stderr.splitlines() if l.startswith("genrun: error:")]
@@ -72,7 +72,7 @@ def test_user_mistakes_give_one_clear_line(tmp_path: Path, args: list[str], mess
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
-    result = run_cli("experiment=demo", "dataset.path=/no/such/data.jsonl", f"hydra.run.dir={tmp_path}",
+    result = run_cli("experiment=tiny", "dataset.path=/no/such/data.jsonl", f"hydra.run.dir={tmp_path}",
                      env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode != 0 and "Traceback" in result.stderr
 
@@ -84,7 +84,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
     (["dataset.limit=abc"], "dataset.limit=abc"),
 ])
 def test_hydra_errors_before_the_job_are_one_line_too(tmp_path: Path, args: list[str], message: str) -> None:
-    result = run_cli("experiment=demo", *args, f"hydra.run.dir={tmp_path}")
+    result = run_cli("experiment=tiny", *args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
     assert result.stderr.startswith("genrun: error:") and message in result.stderr, result.stderr
@@ -92,7 +92,7 @@ def test_hydra_errors_before_the_job_are_one_line_too(tmp_path: Path, args: list
 
 def test_multiturn_demo_and_malformed_turns(tmp_path: Path) -> None:
     out = tmp_path / "chat"
-    result = run_cli("experiment=demo", "mode=multiturn", "dataset=demo_chat", f"hydra.run.dir={out}")
+    result = run_cli("experiment=tiny", "mode=multiturn", "dataset=demo_chat", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr
     records = read_jsonl(out / "answers.jsonl")
     assert len(records) == 8 and all(isinstance(r["answer"], str) and r["messages"] for r in records)
@@ -107,7 +107,7 @@ def test_multiturn_demo_and_malformed_turns(tmp_path: Path) -> None:
     ]
     data = write_jsonl(tmp_path / "chats.jsonl", rows)
     out = tmp_path / "bad"
-    result = run_cli("experiment=demo", "mode=multiturn", "dataset=default", f"dataset.path={data}",
+    result = run_cli("experiment=tiny", "mode=multiturn", "dataset=default", f"dataset.path={data}",
                      "dataset.fields.messages=turns", f"hydra.run.dir={out}")
     assert result.returncode == 1
     errors = {r["index"]: r["error"] for r in read_jsonl(out / "answers.jsonl")}

@@ -83,8 +83,8 @@ def test_bad_values_fail_at_composition(override: str, message: str) -> None:
     assert message in str(info.value) + str(info.value.__cause__)
 
 
-def test_experiment_demo_selects_hf_and_demo_qa(tiny_model: str) -> None:
-    cfg = compose_with("experiment=demo")
+def test_experiment_tiny_selects_hf_and_demo_qa(tiny_model: str) -> None:
+    cfg = compose_with("experiment=tiny")
     assert cfg.backend._target_ == "genrun.backend.hf.HFBackend"
     assert Path(cfg.dataset.path).name == "demo_qa.jsonl" and Path(cfg.dataset.path).exists()
     assert cfg.backend.model_name_or_path == tiny_model  # built on first use, then reused

@@ -79,7 +79,7 @@ def test_api_multimodal_generate_on_hf(tiny_vision: str) -> None:
 
 def test_demo_vqa_run_and_bad_rows_each_get_a_record(tmp_path: Path, tiny_vision: str) -> None:
     out = tmp_path / "demo"
-    result = run_cli("experiment=demo", "mode=multimodal", "dataset=demo_vqa",
+    result = run_cli("experiment=tiny", "mode=multimodal", "dataset=demo_vqa",
                      f"backend.model_name_or_path={tiny_vision}", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]
     records = read_jsonl(out / "answers.jsonl")
@@ -98,7 +98,7 @@ def test_demo_vqa_run_and_bad_rows_each_get_a_record(tmp_path: Path, tiny_vision
     ]
     data = write_jsonl(tmp_path / "rows.jsonl", rows)
     out = tmp_path / "bad"
-    result = run_cli("experiment=demo", "mode=multimodal", 'image_tag="<img>"', "dataset=default",
+    result = run_cli("experiment=tiny", "mode=multimodal", 'image_tag="<img>"', "dataset=default",
                      f"dataset.path={data}", "dataset.fields.prompt=q", "dataset.fields.images=imgs",
                      f"backend.model_name_or_path={tiny_vision}", f"hydra.run.dir={out}")
     assert result.returncode == 1
@@ -171,7 +171,7 @@ def test_images_from_a_datasets_image_feature(tmp_path: Path, tiny_vision: str) 
     data = tmp_path / "vqa.parquet"
     table.to_parquet(str(data))
     out = tmp_path / "run"
-    result = run_cli("experiment=demo", "mode=multimodal", "dataset=default", f"dataset.path={data}",
+    result = run_cli("experiment=tiny", "mode=multimodal", "dataset=default", f"dataset.path={data}",
                      "dataset.fields.prompt=q", "dataset.fields.images=img",
                      f"backend.model_name_or_path={tiny_vision}", f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-2000:]

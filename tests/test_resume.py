@@ -25,7 +25,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def args(data: Path, out: Path) -> list[str]:
     # batch_size 1: rows land one by one, so a kill can fall anywhere
-    return ["experiment=demo", "dataset=default", f"dataset.path={data}", "dataset.fields.reference=answer",
+    return ["experiment=tiny", "dataset=default", f"dataset.path={data}", "dataset.fields.reference=answer",
             "backend.batch_size=1", "sampling.max_tokens=8", f"hydra.run.dir={out}"]
 
 
@@ -79,7 +79,7 @@ def test_retry_errors_redoes_only_failed_rows(tmp_path: Path) -> None:
     rows = [{"prompt": "Hello"}, {"prompt": ""}, {"prompt": "Bye"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     out = tmp_path / "run"
-    base = ["experiment=demo", "dataset=default", f"dataset.path={path}", f"hydra.run.dir={out}"]
+    base = ["experiment=tiny", "dataset=default", f"dataset.path={path}", f"hydra.run.dir={out}"]
     assert run_cli(*base).returncode == 1
     first = read_jsonl(out / "answers.jsonl")
     write_jsonl(path, [rows[0], {"prompt": "Now filled in"}, rows[2]])  # the user fixes the data

@@ -12,7 +12,7 @@ from genrun.summary import main as summary_main
 
 
 def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None:
-    result = run_cli("experiment=demo", "-m", "sampling.temperature=0.2,1.0", "sampling.top_p=0.8,0.95",
+    result = run_cli("experiment=tiny", "-m", "sampling.temperature=0.2,1.0", "sampling.top_p=0.8,0.95",
                      "dataset.limit=6", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 0, result.stderr
     assert len(list(tmp_path.glob("*/answers.jsonl"))) == 4
@@ -32,7 +32,7 @@ def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None
 
 def test_a_failing_job_still_gets_its_row(tmp_path: Path, tiny_model: str) -> None:
     # model paths hold slashes: each job still gets one folder, named without them
-    result = run_cli("experiment=demo", "-m", f"backend.model_name_or_path={tiny_model},/no/such/model",
+    result = run_cli("experiment=tiny", "-m", f"backend.model_name_or_path={tiny_model},/no/such/model",
                      "dataset.limit=2", f"hydra.sweep.dir={tmp_path}")
     assert result.returncode == 1  # the sweep finished, but not every job did
     with open(tmp_path / "summary.csv") as handle:
@@ -46,7 +46,7 @@ def test_a_failing_job_still_gets_its_row(tmp_path: Path, tiny_model: str) -> No
 def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(10)])
     sweep = tmp_path / "sweep"
-    result = run_cli("experiment=demo", "dataset=default", f"dataset.path={data}", "-m", "dataset.num_shards=4",
+    result = run_cli("experiment=tiny", "dataset=default", f"dataset.path={data}", "-m", "dataset.num_shards=4",
                      "dataset.shard_index=0,1,2,3", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     shards = sorted(p.parent for p in sweep.glob("*/answers.jsonl"))
@@ -65,7 +65,7 @@ def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path) -> None:
-    result = run_cli("experiment=demo", "-m", "hydra/launcher=submitit_local", "sampling.temperature=0.2,0.9",
+    result = run_cli("experiment=tiny", "-m", "hydra/launcher=submitit_local", "sampling.temperature=0.2,0.9",
                      "dataset.limit=2", f"hydra.sweep.dir={tmp_path}", timeout=600)
     assert result.returncode == 0, result.stderr
     jobs = sorted(tmp_path.glob("*/metrics.json"))

@@ -30,7 +30,7 @@ def test_installed_wheel_finds_its_configs_from_any_folder(tmp_path: Path) -> No
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))
 
     out = tmp_path / "run"
-    result = subprocess.run([str(genrun), "experiment=demo", "dataset.limit=3", f"hydra.run.dir={out}"],
+    result = subprocess.run([str(genrun), "experiment=tiny", "dataset.limit=3", f"hydra.run.dir={out}"],
                             cwd=elsewhere, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(out / "answers.jsonl")) == 3
