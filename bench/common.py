@@ -34,6 +34,16 @@ def tiny_model() -> str:
     return cached_tiny_model("chat")
 
 
+def model_for(args: argparse.Namespace) -> str:
+    """--model tiny: the random-weight model, where genrun's share of the time is largest;
+    --model demo: the real SmolLM2-135M-Instruct, where the engine's share is a real one."""
+    if args.model == "demo":
+        from genrun.demo_model import demo_model
+
+        return demo_model()
+    return tiny_model()
+
+
 def prompts(n: int) -> list[str]:
     """n different prompts of varied length (so padding and scheduling are exercised)."""
     return [f"Question {i}: tell me " + "something about " * (1 + i % 5) + TOPICS[i % len(TOPICS)] + "?"
@@ -54,6 +64,8 @@ def workload_args(doc: str | None, rows: int, max_tokens: int, repeats: int) -> 
     parser.add_argument("--rows", type=int, default=rows)
     parser.add_argument("--max-tokens", type=int, default=max_tokens)
     parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--model", choices=["tiny", "demo"], default="tiny",
+                        help="tiny: random weights (genrun's share largest); demo: SmolLM2-135M-Instruct")
     return parser
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from common import dataset, emit, fmt, genrun_run, prompts, summary, tiny_model, workload_args
+from common import dataset, emit, fmt, genrun_run, model_for, prompts, summary, workload_args
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
 
     from genrun.backend.hf import HFBackend
 
-    model_path = tiny_model()
+    model_path = model_for(args)
     sampling = {"temperature": 0.0, "max_tokens": args.max_tokens}
     backend = HFBackend(model_path, sampling=sampling, extra={"chat_template_kwargs": {"enable_thinking": False}})
     tokenizer, model = backend.tokenizer, backend.model
@@ -55,9 +55,9 @@ def main() -> None:
     backend.close()
 
     loop = summary(loop_rates)
-    print(f"HF transformers, tiny model on the CPU, {args.rows} prompts, greedy, max_tokens {args.max_tokens}")
+    print(f"HF transformers, {args.model} model on the CPU, {args.rows} prompts, greedy, max_tokens {args.max_tokens}")
     print(f"  plain per-prompt model.generate loop: {fmt(loop, 1)} rows/s")
-    result = {"rows": args.rows, "plain_loop_rows_per_s": loop, "by_batch_size": {}, "greedy_identical": identical}
+    result = {"model": args.model, "rows": args.rows, "plain_loop_rows_per_s": loop, "by_batch_size": {}, "greedy_identical": identical}
     for batch_size, values in rates.items():
         ratios = [r / l for r, l in zip(values, loop_rates)]
         result["by_batch_size"][batch_size] = {"rows_per_s": summary(values), "ratio_to_loop": summary(ratios)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from common import dataset, emit, fmt, genrun_run, paired, prompts, tiny_model, vllm_server, workload_args
+from common import dataset, emit, fmt, genrun_run, model_for, paired, prompts, vllm_server, workload_args
 
 
 async def bare_loop(url: str, texts: list[str], concurrency: int, max_tokens: int) -> tuple[float, int]:
@@ -40,7 +40,7 @@ def main() -> None:
     args = parser.parse_args()
 
     results = {}
-    with vllm_server(tiny_model()) as url:
+    with vllm_server(model_for(args)) as url:
         # warm-up, for both: the first run in a process pays one-off imports
         asyncio.run(bare_loop(url, prompts(32), 8, args.max_tokens))
         genrun_run(None, "backend=openai", f"backend.base_url={url}", "backend.model_name=tiny",
@@ -60,11 +60,11 @@ def main() -> None:
             results[concurrency] = paired(
                 args.repeats, rows, lambda: asyncio.run(bare_loop(url, texts, concurrency, args.max_tokens))[0],
                 genrun_once)
-    print(f"OpenAI-compatible, vLLM server on 127.0.0.1, max_tokens {args.max_tokens}")
+    print(f"OpenAI-compatible, vLLM server on 127.0.0.1, {args.model} model, max_tokens {args.max_tokens}")
     for concurrency, r in results.items():
         print(f"  concurrency {concurrency:>3}, {r['rows']} prompts: bare {fmt(r['baseline_rows_per_s'], 1)} rows/s | "
               f"genrun {fmt(r['genrun_rows_per_s'], 1)} rows/s | ratio {fmt(r['ratio'], 3)}")
-    emit("openai_server", {"by_concurrency": results})
+    emit("openai_server", {"model": args.model, "by_concurrency": results})
 
 
 if __name__ == "__main__":

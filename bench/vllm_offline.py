@@ -7,7 +7,7 @@ Target: genrun >= 0.95 of the bare rows/s.
 from __future__ import annotations
 
 
-from common import VLLM_CPU, dataset, emit, fmt, genrun_run, paired, prompts, tiny_model, workload_args
+from common import VLLM_CPU, dataset, emit, fmt, genrun_run, model_for, paired, prompts, workload_args
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
     from genrun.backend.vllm import VLLMBackend
     from genrun.prompts import prompt_messages
 
-    model = tiny_model()
+    model = model_for(args)
     sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": args.max_tokens}
     extra = {"chat_template_kwargs": {"enable_thinking": False}}
     backend = VLLMBackend(model, sampling=sampling, extra=extra, **VLLM_CPU)
@@ -47,11 +47,11 @@ def main() -> None:
         result = paired(args.repeats, args.rows, lambda: bare()[0], timed_genrun)
     finally:
         backend.close()
-    print(f"vLLM offline, {args.rows} prompts, greedy, max_tokens {args.max_tokens}, tiny model on this machine")
+    print(f"vLLM offline, {args.rows} prompts, greedy, max_tokens {args.max_tokens}, {args.model} model on this machine")
     print(f"  bare LLM.chat rows/s : {fmt(result['baseline_rows_per_s'], 1)}")
     print(f"  genrun rows/s        : {fmt(result['genrun_rows_per_s'], 1)}  (whole run: dataset, records, scores, metrics)")
     print(f"  ratio genrun / bare  : {fmt(result['ratio'], 3)}  target >= 0.95")
-    emit("vllm_offline", result)
+    emit("vllm_offline", {"model": args.model, **result})
 
 
 if __name__ == "__main__":
