@@ -324,3 +324,20 @@ def test_kill_minus_nine_is_not_needed_to_free_the_lock_after_a_normal_exit(tmp_
                 pass
     with RunLock(tmp_path):  # released on exit
         pass
+
+
+def test_sigterm_stops_a_whole_sweep(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(40)])
+    with FaultServer(work_s=0.1) as server:
+        args = openai_args(server, data, tmp_path)[:-1]
+        proc = subprocess.Popen([sys.executable, "-m", "genrun", "-m", *args, "backend.concurrency=1,2,3",
+                                 f"hydra.sweep.dir={tmp_path / 'sweep'}"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not list((tmp_path / "sweep").glob("0_*/answers.jsonl")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "genrun: terminated" in stderr and "Traceback" not in stderr
+    assert not list((tmp_path / "sweep").glob("1_*/answers.jsonl"))  # the next jobs never started

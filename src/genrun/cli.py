@@ -12,7 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genrun import summary
 from genrun.config import conf_dir
-from genrun.run import EXIT_USER_ERROR, full_error, raise_terminated, run_job
+from genrun.run import EXIT_USER_ERROR, full_error, interrupted_code, raise_terminated, run_job
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
@@ -48,6 +48,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         hydra_main()
+    except KeyboardInterrupt as exc:  # a sweep stopped by Ctrl-C or SIGTERM: its job said where
+        sys.exit(interrupted_code(exc))
     except (HydraException, OmegaConfBaseException, OSError) as exc:
         if full_error():
             raise

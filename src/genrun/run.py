@@ -53,7 +53,9 @@ def run_job(cfg: DictConfig) -> int:
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         print(f"genrun: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; "
               f"answers so far are in {out_dir} (resume={out_dir} finishes the run)", file=sys.stderr)
-        code = EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+        if multirun:
+            raise  # stop the whole sweep, not just this job; the CLI gives the exit code
+        code = interrupted_code(exc)
     except Exception as exc:
         if not multirun:
             raise  # a bug, not a user's mistake: the traceback is wanted
@@ -73,6 +75,10 @@ class Terminated(KeyboardInterrupt):
 
 def raise_terminated(signum: int, frame: Any) -> None:
     raise Terminated()
+
+
+def interrupted_code(exc: KeyboardInterrupt) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def full_error() -> bool:
