@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genrun import summary
 from genrun.config import conf_dir
+from genrun.errors import cannot_write
 from genrun.run import EXIT_USER_ERROR, full_error, interrupted_code, raise_terminated, run_job
 
 
@@ -63,8 +64,8 @@ def config_error(exc: BaseException) -> str:
     """One line for an error Hydra raised before any job ran (a bad override, an unknown option,
     a run directory that cannot be made)."""
     if isinstance(exc, OSError) and not isinstance(exc, HydraException):  # MissingConfigException is both
-        return (f"cannot write {exc.filename or 'the run directory'}: {exc.strerror} (errno {exc.errno}); "
-                "choose another hydra.run.dir (or hydra.sweep.dir)")
+        return str(cannot_write(exc.filename or "the run directory", exc,
+                                "choose another hydra.run.dir (or hydra.sweep.dir)"))
     parts = [str(exc)]
     if exc.__cause__ is not None and str(exc.__cause__) not in parts[0]:
         parts.append(str(exc.__cause__))

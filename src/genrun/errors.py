@@ -15,3 +15,8 @@ class FatalBackendError(UserError):
 
 class RowError(ValueError):
     """One row cannot be sent (empty prompt, malformed turns): that row gets an error record."""
+
+
+def cannot_write(path: object, exc: OSError, fix: str) -> UserError:
+    """The one line for a write the disk refused (full, read-only, a file in the way)."""
+    return UserError(f"cannot write {path}: {exc.strerror} (errno {exc.errno}); {fix}")

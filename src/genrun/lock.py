@@ -13,7 +13,7 @@ import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
-from genrun.errors import UserError
+from genrun.errors import UserError, cannot_write
 
 LOCK_NAME = ".genrun.lock"
 
@@ -32,8 +32,7 @@ class RunLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             handle = open(self.path, "a+", encoding="utf-8")
         except OSError as exc:  # a read-only or full disk, a file where the folder should be
-            raise UserError(f"cannot write the run directory {self.path.parent}: {exc.strerror} "
-                            f"(errno {exc.errno}); choose another hydra.run.dir") from exc
+            raise cannot_write(self.path.parent, exc, "choose another hydra.run.dir") from exc
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from genrun.errors import UserError
+from genrun.errors import cannot_write
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,7 @@ class AnswerLog:
             self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             self._file.flush()  # a crash loses at most the rows in flight
         except OSError as exc:  # a full disk, a quota: stop the run; what is written stays
-            raise UserError(f"cannot write {self.path}: {exc.strerror} (errno {exc.errno}); "
-                            "free some space, then resume the run") from exc
+            raise cannot_write(self.path, exc, "free some space, then resume the run") from exc
 
     def close(self) -> None:
         try:

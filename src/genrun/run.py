@@ -24,7 +24,7 @@ from genrun import provenance, scoring
 from genrun.backend.base import Backend, Completion
 from genrun.dataset import open_rows
 from genrun.engine import Request, answer_all
-from genrun.errors import FatalBackendError, RowError, UserError
+from genrun.errors import FatalBackendError, RowError, UserError, cannot_write
 from genrun.images import describe as describe_image
 from genrun.lock import RunDirInUse, RunLock
 from genrun.prompts import conversation_messages, multimodal_messages, prompt_messages
@@ -210,8 +210,7 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics
             write_json(out_dir / "run.json", record)
     except OSError as exc:
         if stopped is None:
-            raise UserError(f"cannot write {out_dir}/metrics.json: {exc.strerror} (errno {exc.errno}); "
-                            "free some space, then resume the run") from exc
+            raise cannot_write(out_dir / "metrics.json", exc, "free some space, then resume the run") from exc
         log.warning("could not write metrics.json: %s", exc)  # the error being raised says more
     if stopped is not None:
         raise stopped
