@@ -17,13 +17,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # result name -> the script and its arguments
 BENCHES = {
-    "vllm_offline": ["vllm_offline"], "openai_server": ["openai_server"], "lm_eval_compare": ["lm_eval_compare"],
+    "vllm_offline": ["vllm_offline"],
+    # the real SmolLM2-135M-Instruct runs at about 5 rows/s on vLLM here: fewer rows
+    "vllm_offline_demo": ["vllm_offline", "--model", "demo", "--rows", "128", "--repeats", "3"],
+    "vllm_run_batch": ["vllm_run_batch"],
+    "vllm_run_batch_demo": ["vllm_run_batch", "--model", "demo", "--rows", "128"],
+    "openai_server": ["openai_server"],
+    "openai_server_demo": ["openai_server", "--model", "demo", "--rows", "64", "--concurrency", "1", "8",
+                           "--repeats", "3"],
+    "lm_eval_compare": ["lm_eval_compare"],
     "hf_batching": ["hf_batching"],
-    # the same on the real SmolLM2-135M-Instruct (about 0.7 rows/s in a plain loop: fewer rows)
+    # about 0.7 rows/s in a plain transformers loop
     "hf_batching_demo": ["hf_batching", "--model", "demo", "--rows", "48", "--max-tokens", "24",
                          "--repeats", "2", "--batch-sizes", "1", "8"],
     "memory": ["memory"], "startup": ["startup"],
 }
+MODELS = {"tiny": "tiny model", "demo": "SmolLM2-135M"}
 SCRIPTS = list(BENCHES)
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
@@ -51,16 +60,32 @@ def compared(question: str, against: str, x: dict, digits: int, target: str) -> 
             f"{r(x['baseline_rows_per_s'])} rows/s, ratio **{r(x['ratio'], digits)}** | {target} |")
 
 
+def ok(results: dict[str, dict], key: str) -> dict | None:
+    x = results.get(key)
+    return x if x and "error" not in x else None
+
+
 def tables(results: dict[str, dict]) -> str:
     out = ["| question | measured | figures | target |", "|---|---|---|---|"]
-    v = results.get("vllm_offline")
-    if v and "error" not in v:
-        out.append(compared("1. vLLM offline", "genrun `backend=vllm` vs bare `LLM.chat`", v, 3, "≥ 0.95"))
-    o = results.get("openai_server")
-    if o and "error" not in o:
-        for c, x in o["by_concurrency"].items():
-            out.append(compared(f"2. OpenAI-compatible, concurrency {c}",
-                                "genrun `backend=openai` vs bare `AsyncOpenAI`", x, 3, "≥ 0.95"))
+    for key, target in (("vllm_offline", "≥ 0.95"), ("vllm_offline_demo", "≥ 0.98")):
+        v = ok(results, key)
+        if v:
+            out.append(compared(f"1. vLLM offline, {MODELS[v.get('model', 'tiny')]}",
+                                "genrun `backend=vllm` vs bare `LLM.chat`", v, 3, target))
+    for key in ("vllm_run_batch", "vllm_run_batch_demo"):
+        b = ok(results, key)
+        if b:
+            out.append(f"| 1. vLLM whole process, {MODELS[b['model']]} | `genrun backend=vllm` vs `python -m "
+                       f"vllm.entrypoints.openai.run_batch`, {b['rows']} prompts x {b['max_tokens']} tokens, "
+                       f"start-up included | {r(b['genrun_s'])} vs {r(b['run_batch_s'])} s, peak RSS "
+                       f"{b['genrun_mib']['median']:.0f} vs {b['run_batch_mib']['median']:.0f} MiB, wall ratio "
+                       f"**{r(b['ratio'], 3)}** | ≤ 1.0 |")
+    for key, target in (("openai_server", "≥ 0.95"), ("openai_server_demo", "≥ 0.98")):
+        o = ok(results, key)
+        if o:
+            for c, x in o["by_concurrency"].items():
+                out.append(compared(f"2. OpenAI-compatible, {MODELS[o.get('model', 'tiny')]}, concurrency {c}",
+                                    "genrun `backend=openai` vs bare `AsyncOpenAI`", x, 3, target))
     e = results.get("lm_eval_compare")
     if e and "error" not in e:
         for x in e["by_concurrency"].values():
