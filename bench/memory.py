@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 
-from common import ROOT, WORK, emit
+from common import WORK, emit
 
 MEASURE = """
 import resource, subprocess, sys
@@ -43,14 +43,13 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=1_000)
     parser.add_argument("--large", type=int, default=100_000)
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fault_server import FaultServer
+    from genrun.testing.fault_server import FaultServer
 
     with FaultServer(work_s=0) as server:
         small = peak_rss_mib(server.url, args.small)
         large = peak_rss_mib(server.url, args.large)
     ratio = large / small
-    print(f"Peak RSS of a backend=openai run (streaming, records flushed as they come)")
+    print("Peak RSS of a backend=openai run (streaming, records flushed as they come)")
     print(f"  {args.small:>7} rows: {small:.1f} MiB")
     print(f"  {args.large:>7} rows: {large:.1f} MiB  ratio {ratio:.3f}  target <= 1.10")
     emit("memory", {"small_rows": args.small, "large_rows": args.large, "small_mib": small, "large_mib": large,

@@ -31,8 +31,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from fault_server import FaultServer  # a real local OpenAI-compatible server that answers at once
+    from genrun.testing.fault_server import FaultServer  # a real local OpenAI-compatible server that answers at once
 
     data = dataset(1)
     with FaultServer() as server:

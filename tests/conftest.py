@@ -74,7 +74,7 @@ def engine_processes() -> set[int]:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
     """vLLM's real OpenAI-compatible server on 127.0.0.1 with the tiny model, once per session."""
-    from vllm_server import vllm_server as start
+    from genrun.testing.vllm_server import vllm_server as start
 
     with start(tiny_model, tmp_path_factory.mktemp("vllm-server") / "server.log") as url:
         yield url

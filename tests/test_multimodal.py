@@ -11,7 +11,7 @@ import pytest
 
 import genrun
 from conftest import read_jsonl, run_cli, write_jsonl
-from fault_server import FaultServer
+from genrun.testing.fault_server import FaultServer
 from genrun.backend.hf import HFBackend
 from genrun.errors import RowError
 from genrun.prompts import multimodal_messages

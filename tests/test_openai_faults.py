@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from fault_server import RETRY_AFTER_S, FaultServer
+from genrun.testing.fault_server import RETRY_AFTER_S, FaultServer
 
 KINDS = ["ok"] * 4 + ["rate", "flaky", "slow", "drop", "broken", "ok"]
 

@@ -140,7 +140,7 @@ def test_vllm_answers_right_from_a_gguf_file(vllm_engine) -> None:
 
 @pytest.fixture(scope="module")
 def demo_server(demo_model: str, tmp_path_factory: pytest.TempPathFactory):
-    from vllm_server import vllm_server
+    from genrun.testing.vllm_server import vllm_server
 
     with vllm_server(demo_model, tmp_path_factory.mktemp("demo-server") / "server.log", name="smollm2") as url:
         yield url

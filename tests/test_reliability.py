@@ -20,7 +20,7 @@ from typing import Callable
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from fault_server import FaultServer
+from genrun.testing.fault_server import FaultServer
 from genrun.errors import UserError
 from genrun.records import read_records
 from genrun.sampling import check_sampling
