@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -88,17 +87,16 @@ def genrun_run(backend: Any, *overrides: str) -> tuple[float, dict[str, Any]]:
     cfg = compose(*overrides)
     out = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
     started = time.perf_counter()
-    code = run(cfg, out, backend=backend)
+    metrics = run(cfg, out, backend=backend)
     wall = time.perf_counter() - started
-    if code != 0:
-        raise RuntimeError(f"genrun run failed ({code}); see {out}")
-    return wall, json.loads((out / "metrics.json").read_text())
+    if metrics["status"] != "ok":
+        raise RuntimeError(f"genrun run ended {metrics['status']}; see {out}")
+    return wall, metrics
 
 
 def vllm_server(model: str) -> Any:
     """vLLM's OpenAI-compatible server with the tiny model (the tests' launcher)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from vllm_server import vllm_server as start
+    from genrun.testing.vllm_server import vllm_server as start
 
     WORK.mkdir(parents=True, exist_ok=True)
     return start(model, WORK / "vllm-server.log")

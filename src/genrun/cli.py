@@ -1,24 +1,101 @@
-"""The `genrun` command: compose the config with Hydra, then run one job."""
+"""The `genrun` command: compose the config with Hydra, run the job, and decide the exit code.
 
+Exit codes: 0 every row answered; 1 some rows failed (or a sweep's job did); 2 a mistake in
+the config, the data or the environment (one line says which); 130 Ctrl-C; 143 SIGTERM.
+"""
+
+import logging
+import multiprocessing
 import os
 import re
 import signal
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genrun import summary
 from genrun.config import conf_dir
-from genrun.errors import cannot_write
-from genrun.run import EXIT_USER_ERROR, full_error, interrupted_code, raise_terminated, run_job
+from genrun.errors import UserError, cannot_write, one_line
+from genrun.lock import RunDirInUse
+from genrun.metrics import mark_error
+from genrun.run import run
+from genrun.summary import SweepFailed
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED_ROWS, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
-def hydra_main(cfg: DictConfig) -> int:
-    return run_job(cfg)
+def run_job(cfg: DictConfig) -> int:
+    """One job: run it, report a user's mistake as one line, and give its exit code. In a sweep
+    the job returns it instead of exiting, so the other jobs and the sweep summary still run."""
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    try:
+        metrics = run(cfg, out_dir)
+        code = EXIT_OK if metrics["failed"] == 0 else EXIT_FAILED_ROWS
+    except UserError as exc:
+        if full_error():
+            raise
+        print(f"genrun: error: {exc}", file=sys.stderr)
+        if not isinstance(exc, RunDirInUse):  # the directory of another process's run is not ours to mark
+            mark_error(out_dir, str(exc))
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        print(f"genrun: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}; "
+              f"answers so far are in {out_dir} (resume={out_dir} finishes the run)", file=sys.stderr)
+        if multirun:
+            raise  # stop the whole sweep, not just this job
+        code = interrupted_code(exc)
+    except Exception as exc:
+        if not multirun:
+            raise  # a bug, not a user's mistake: the traceback is wanted
+        # One crashed job must not stop the sweep or its summary (on_multirun_end).
+        log.exception("job crashed")
+        print(f"genrun: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        mark_error(out_dir, f"{type(exc).__name__}: {exc}")
+        code = EXIT_FAILED_ROWS
+    finally:
+        stop_engine_processes()
+    if code and not multirun:
+        sys.exit(code)
+    return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's cancel, `kill`): ends the run as Ctrl-C does, with exit code 143."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def interrupted_code(exc: KeyboardInterrupt) -> int:
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def full_error() -> bool:
+    """Whether the user asked for tracebacks (HYDRA_FULL_ERROR=1); main() keeps their answer
+    in GENRUN_FULL_ERROR because it sets HYDRA_FULL_ERROR itself."""
+    return os.environ.get("GENRUN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
+
+
+def stop_engine_processes(grace_s: float = 5.0) -> None:
+    """No engine process outlives genrun: vLLM leaves EngineCore running when its start-up is
+    interrupted. Children started with multiprocessing are ours to end."""
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(grace_s)
+        if child.is_alive():
+            child.kill()
 
 
 API_KEY_OVERRIDE = re.compile(r"^\+*backend\.api_key=(.*)$")
@@ -48,16 +125,16 @@ def main() -> None:
     os.environ.setdefault("GENRUN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR", "0"))
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        hydra_main()
+        run_job()
     except KeyboardInterrupt as exc:  # a sweep stopped by Ctrl-C or SIGTERM: its job said where
         sys.exit(interrupted_code(exc))
+    except SweepFailed:  # the sweep ran to its end, but a job did not finish cleanly: summary.md says which
+        sys.exit(EXIT_FAILED_ROWS)
     except (HydraException, OmegaConfBaseException, OSError) as exc:
         if full_error():
             raise
         print(f"genrun: error: {config_error(exc)}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
-    if summary.sweep_failed:
-        sys.exit(1)  # the sweep ran to its end, but some job failed: summary.md says which
 
 
 def config_error(exc: BaseException) -> str:
@@ -69,7 +146,7 @@ def config_error(exc: BaseException) -> str:
     parts = [str(exc)]
     if exc.__cause__ is not None and str(exc.__cause__) not in parts[0]:
         parts.append(str(exc.__cause__))
-    text = ": ".join(" ".join(p.split("\n")[0].split()) for p in parts if p.strip())
+    text = ": ".join(one_line(p.split("\n")[0]) for p in parts if p.strip())
     # MissingConfigException: the group's options (base_* are the schemas, not choices)
     options = [o for o in getattr(exc, "options", None) or [] if not o.startswith("base_")]
     if options:

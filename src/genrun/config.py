@@ -14,6 +14,9 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from genrun.backend import backend_class, backend_names, settings_schema
+from genrun.modes import MODES
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -24,10 +27,8 @@ def conf_dir() -> str:
     return str(packaged if packaged.is_dir() else PACKAGE_DIR.parents[1] / "conf")
 
 
-class Mode(enum.Enum):
-    generate = "generate"
-    multimodal = "multimodal"
-    multiturn = "multiturn"
+# The config's `mode` choices: the modes of genrun.modes.MODES.
+Mode = enum.Enum("Mode", {name: name for name in MODES})
 
 
 @dataclass
@@ -66,40 +67,6 @@ class DatasetConfig:
 
 
 @dataclass
-class VLLMBackendConfig:
-    _target_: str = "genrun.backend.vllm.VLLMBackend"
-    model_name_or_path: str = MISSING
-    gpu_ids: Optional[str] = None
-    gpu_memory_utilization: float = 0.9
-    dtype: str = "auto"
-    trust_remote_code: bool = True
-
-
-@dataclass
-class OpenAIBackendConfig:
-    _target_: str = "genrun.backend.openai.OpenAIBackend"
-    model_name: str = MISSING
-    base_url: str = "http://localhost:8000/v1"
-    api_key: Optional[str] = None
-    concurrency: int = 8
-    retries: int = 3
-    base_delay: float = 1.0
-    timeout: float = 600.0  # seconds per request attempt
-    send_chat_template_kwargs: bool = True  # false for servers that reject unknown body fields
-    extra_body: Dict[str, Any] = field(default_factory=dict)  # more request-body keys
-
-
-@dataclass
-class HFBackendConfig:
-    _target_: str = "genrun.backend.hf.HFBackend"
-    model_name_or_path: str = MISSING
-    gpu_ids: Optional[str] = None
-    trust_remote_code: bool = True
-    batch_size: int = 8
-    dtype: str = "auto"
-
-
-@dataclass
 class GenrunConfig:
     backend: Any = MISSING
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -124,9 +91,8 @@ def dirname(text: str, limit: int = 200) -> str:
 def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=GenrunConfig)
-    cs.store(group="backend", name="base_vllm", node=VLLMBackendConfig)
-    cs.store(group="backend", name="base_openai", node=OpenAIBackendConfig)
-    cs.store(group="backend", name="base_hf", node=HFBackendConfig)
+    for name in backend_names():  # each backend's schema is made from its __init__ signature
+        cs.store(group="backend", name=f"base_{name}", node=settings_schema(backend_class(name)))
     cs.store(group="sampling", name="base_sampling", node=SamplingConfig)
     cs.store(group="extra", name="base_extra", node=ExtraConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)

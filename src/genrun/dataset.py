@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from genrun.errors import UserError
+from genrun.errors import UserError, one_line
+from genrun.modes import MODES
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,8 @@ BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "c
 # 256 KB pieces it stays flat, at the same speed (measured by bench/memory.py).
 JSON_READ = {"chunksize": 256 << 10}
 
-# Which dataset.fields each mode reads (id and reference are read when set, in every mode).
-MODE_FIELDS = {"generate": ("prompt",), "multimodal": ("prompt", "images"), "multiturn": ("messages",)}
+# Settings that change which rows a run reads now, not its answers: they may differ on resume.
+OPERATIONAL_KEYS = frozenset({"limit", "streaming"})
 
 
 @dataclass
@@ -95,6 +96,14 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
     return result
 
 
+def image_base_dir(path: str) -> str | None:
+    """Relative image paths in a local dataset resolve against the dataset file's folder."""
+    local = Path(path).expanduser()
+    if local.is_file():
+        return str(local.parent)
+    return str(local) if local.is_dir() else None
+
+
 def local_files(path: str) -> list[Path] | None:
     """The data files behind a local path, or None for a hub id."""
     local = Path(path).expanduser()
@@ -142,7 +151,7 @@ def _load(path: str, files: list[Path] | None, name: str | None, split: str, str
     except Exception as exc:  # noqa: BLE001 - pyarrow, pandas, json, network: the user's data or path
         if files is None and not isinstance(exc, (FileNotFoundError, ConnectionError, ValueError, OSError)):
             raise
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(exc, 300) or type(exc).__name__
         raise UserError(f"dataset.path={path!r} could not be opened: {reason}") from exc
     finally:
         datasets.config.TORCH_AVAILABLE = restore
@@ -165,7 +174,7 @@ def read_checked(data: Any, files: list[Path] | None, path: str) -> Iterator[dic
             yield row
             given += 1
     except Exception as exc:  # noqa: BLE001 - pyarrow, pandas, UnicodeDecodeError, ...
-        reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+        reason = one_line(exc, 300) or type(exc).__name__
         if files is None:
             raise BrokenDataset(f"dataset.path={path!r}: reading row {given} failed: {reason}") from exc
         yield from salvage(files, given)
@@ -198,10 +207,11 @@ def salvage(files: list[Path], skip: int) -> Iterator[dict[str, Any]]:
 
 
 def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str) -> None:
-    for key in (*MODE_FIELDS[mode], "id", "reference"):
+    needed = MODES[mode].fields
+    for key in (*needed, "id", "reference"):
         column = fields.get(key)
         if column is None:
-            if key in MODE_FIELDS[mode]:
+            if key in needed:
                 raise UserError(f"dataset.fields.{key} is not set, and mode={mode} needs it")
             continue
         if column not in first:

@@ -20,3 +20,9 @@ class RowError(ValueError):
 def cannot_write(path: object, exc: OSError, fix: str) -> UserError:
     """The one line for a write the disk refused (full, read-only, a file in the way)."""
     return UserError(f"cannot write {path}: {exc.strerror} (errno {exc.errno}); {fix}")
+
+
+def one_line(text: object, limit: int = 500) -> str:
+    """A message as one line of at most `limit` characters (an engine's errors span many)."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -9,9 +9,18 @@ from __future__ import annotations
 import base64
 import io
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from genrun.errors import RowError
+
+
+def image_list(images: Any) -> list[Any]:
+    """A row's images as a list: None is none; a bare string (or one image) is one image."""
+    if images is None:
+        return []
+    if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+        return [images]
+    return list(images)
 
 
 def image_url(image: Any, base_dir: str | None = None) -> str:

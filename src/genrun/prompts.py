@@ -81,15 +81,11 @@ def multimodal_messages(
     the images follow the text. Local files and in-memory images become data URLs, checked
     here so a bad image fails only its own row; http(s) and data URLs pass through.
     """
-    from genrun.images import image_url
+    from genrun.images import image_list, image_url
 
     text = prompt_text(prompt)
     role = prompt.get("role", "user") if isinstance(prompt, Mapping) else "user"
-    if images is None:
-        images = []
-    elif isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
-        images = [images]  # a bare string (or one image) is one image
-    urls = [image_url(image, base_dir) for image in images]
+    urls = [image_url(image, base_dir) for image in image_list(images)]
     image_parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     if not image_tag:
         parts = [{"type": "text", "text": text}, *image_parts]

@@ -1,4 +1,5 @@
-"""answers.jsonl: one JSON record per row, appended and flushed as each answer arrives.
+"""The run directory's files. answers.jsonl: one JSON record per row, appended and flushed as
+each answer arrives; run.json and metrics.json, each written whole.
 
 Reopening a run's file is what makes resume safe: a line torn by a crash is dropped, a row
 recorded twice keeps one record, and (with retry_errors) failed rows are removed so they
@@ -10,12 +11,40 @@ from __future__ import annotations
 import json
 import logging
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from genrun import scoring
+from genrun.backend.base import Completion
 from genrun.errors import cannot_write
+from genrun.scheduler import Request
 
 log = logging.getLogger(__name__)
+
+
+def make_record(request: Request, completion: Completion, latency: float, metrics: list[str]) -> dict[str, Any]:
+    """A row's record: its id and index, what the row gave (prompt or turns), the answer or
+    error with its token counts, and its scores when the row has a reference."""
+    meta = dict(request.meta)
+    record: dict[str, Any] = {"id": meta.pop("id"), "index": request.index}
+    reference = meta.pop("reference", None)
+    record.update(meta)
+    record.update(
+        answer=completion.answer,
+        error=completion.error,
+        finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_s=round(latency, 4),
+    )
+    if completion.reasoning is not None:
+        record["reasoning"] = completion.reasoning
+    if reference is not None:
+        record["reference"] = reference
+        if completion.answer is not None:
+            record["scores"] = scoring.score(completion.answer, reference, metrics)
+    return record
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -82,3 +111,14 @@ class AnswerLog:
             self._file.close()
         except OSError:  # the write that failed already said why
             pass
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """run.json and metrics.json: written whole, then renamed, so a reader never sees half."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

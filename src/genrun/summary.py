@@ -19,15 +19,16 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-# Set when a job of the last sweep did not finish cleanly; the CLI turns it into the exit code.
-sweep_failed = False
+class SweepFailed(Exception):
+    """A sweep ran to its end, but some job did not finish cleanly (per its metrics.json)."""
 
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        global sweep_failed
         rows = write_summary(Path(config.hydra.sweep.dir), list(config.get("metric") or []))
-        sweep_failed = any(r["status"] != "ok" for r in rows)
+        unfinished = [r["job"] for r in rows if r["status"] != "ok"]
+        if unfinished:  # the CLI makes this its exit code (Hydra passes it on: HYDRA_FULL_ERROR)
+            raise SweepFailed(f"jobs not ok: {', '.join(unfinished)}")
 
 
 def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -1,13 +1,13 @@
-"""The interface every backend implements. Scheduling, retries and records live in
-genrun.engine and genrun.run, so a backend only answers a batch of conversations."""
+"""The interface every backend implements. Batching, concurrency and retries live in
+genrun.scheduler, records in genrun.records, so a backend only answers a batch of conversations."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, ClassVar, Mapping
 
-from genrun.errors import UserError
+from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
 
 
@@ -45,10 +45,19 @@ class Backend:
     """
 
     name = "backend"
+    # Settings that change how fast answers come, not what they are: they may differ on resume.
+    operational: ClassVar[frozenset[str]] = frozenset()
+    # The backends of genrun/backend/NAME.py, by name (see genrun.backend.backend_names).
+    registry: ClassVar[dict[str, type[Backend]]] = {}
     batch_size: int = 1
     concurrency: int = 1
     retries: int = 0
     base_delay: float = 1.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__ == f"genrun.backend.{cls.name}":
+            Backend.registry[cls.name] = cls
 
     async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
         raise NotImplementedError
@@ -60,20 +69,30 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
+    # Its owner holds a backend from building it to close(); `async with backend:` holds the
+    # part that belongs to one event loop (an HTTP client), released by aclose() on the way out.
+    async def __aenter__(self) -> "Backend":
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
     async def aclose(self) -> None:
-        """Release what belongs to the event loop (an HTTP client); awaited when answer_all ends."""
+        """Release what belongs to the event loop (an HTTP client)."""
 
     def close(self) -> None:
         """Free the model or client. Safe to call twice."""
 
 
-def one_line(text: str, limit: int = 500) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def template_hash(template: str | None) -> str | None:
     return hashlib.sha256(template.encode()).hexdigest()[:16] if template else None
+
+
+def check_extra(extra: Mapping[str, Any] | None, backend: str) -> dict[str, Any]:
+    """The chat template's keyword arguments, the one extra setting every backend takes."""
+    extra = dict(extra or {})
+    split_known(extra, {"chat_template_kwargs"}, "extra", backend)
+    return dict(extra.get("chat_template_kwargs") or {})
 
 
 def split_known(settings: Mapping[str, Any], known: set[str], where: str, backend: str) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, drop_none, split_known, template_hash
+from genrun.backend.base import Backend, Completion, check_extra, drop_none, split_known, template_hash
 from genrun.backend.local_model import check_model_path, gguf_file, parse_gpu_ids
 from genrun.errors import RowError, UserError
 from genrun.images import load_image
@@ -48,6 +48,7 @@ def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
 
 class HFBackend(Backend):
     name = "hf"
+    operational = frozenset({"gpu_ids", "batch_size"})
 
     def __init__(
         self,
@@ -60,13 +61,11 @@ class HFBackend(Backend):
         dtype: str = "auto",
         seed: int | None = 0,
     ) -> None:
-        extra = dict(extra or {})
-        split_known(extra, {"chat_template_kwargs"}, "extra", "hf")
-        self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
+        self.chat_template_kwargs = check_extra(extra, self.name)
         self.generate_kwargs = generate_kwargs(sampling or {})
-        if int(batch_size) < 1:
+        if batch_size < 1:
             raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.model_path = model_name_or_path
         seed = drop_none(sampling).get("seed", seed)
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import email.utils
 import os
 import time
+from types import MappingProxyType
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, Failure, one_line, split_known
-from genrun.errors import UserError
+from genrun.backend.base import Backend, Completion, Failure, check_extra
+from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
 from genrun.sampling import check_sampling
 
@@ -25,11 +26,13 @@ CHAT_PARAMS = {
     "reasoning_effort", "response_format", "n",
 }
 RETRYABLE_STATUS = {408, 409, 429}
+NO_KEYS: Mapping[str, Any] = MappingProxyType({})  # an empty default that cannot be changed
 AUTH_STATUS = {401, 403}
 
 
 class OpenAIBackend(Backend):
     name = "openai"
+    operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout"})
 
     def __init__(
         self,
@@ -37,36 +40,34 @@ class OpenAIBackend(Backend):
         sampling: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
         base_url: str = "http://localhost:8000/v1",
-        api_key: str | None = None,
+        api_key: str | None = None,  # None: OPENAI_API_KEY, read here so no config ever holds it
         concurrency: int = 8,
         retries: int = 3,
         base_delay: float = 1.0,
-        timeout: float = 600.0,
-        send_chat_template_kwargs: bool = True,
-        extra_body: Mapping[str, Any] | None = None,
+        timeout: float = 600.0,  # seconds per request attempt
+        send_chat_template_kwargs: bool = True,  # false for servers that reject unknown body fields
+        extra_body: Mapping[str, Any] = NO_KEYS,  # more request-body keys
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
     ) -> None:
-        if int(concurrency) < 1:
+        if concurrency < 1:
             raise UserError(f"backend.concurrency must be at least 1, got {concurrency}")
-        if int(retries) < 0:
+        if retries < 0:
             raise UserError(f"backend.retries must be 0 or more, got {retries}")
-        if float(timeout) <= 0:
+        if timeout <= 0:
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
-        extra = dict(extra or {})
-        split_known(extra, {"chat_template_kwargs"}, "extra", "openai")
+        chat_template_kwargs = check_extra(extra, self.name)
         sampling = check_sampling(sampling)
         self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
         self.body = {k: v for k, v in sampling.items() if k not in CHAT_PARAMS}
-        if send_chat_template_kwargs and extra.get("chat_template_kwargs"):
-            self.body["chat_template_kwargs"] = dict(extra["chat_template_kwargs"])
-        self.body.update(extra_body or {})
+        if send_chat_template_kwargs and chat_template_kwargs:
+            self.body["chat_template_kwargs"] = chat_template_kwargs
+        self.body.update(extra_body)
         self.model_name = model_name
         self.base_url = base_url
-        # Read here, not in the config, so `--cfg job --resolve` and run directories never hold it.
         # Local servers accept any key; the SDK insists on one.
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.concurrency, self.retries = int(concurrency), int(retries)
-        self.base_delay, self.timeout = float(base_delay), float(timeout)
+        self.concurrency, self.retries = concurrency, retries
+        self.base_delay, self.timeout = base_delay, timeout
         self._client: Any = None
 
     def describe(self) -> dict[str, Any]:

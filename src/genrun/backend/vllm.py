@@ -1,10 +1,13 @@
 """vLLM's offline engine (vllm.LLM), kept full by streaming rows into it.
 
-Rows are queued with `LLM.enqueue_chat` and the engine is stepped by one pump task that
-hands each finished request back to its batch. Batches are small and many are in flight
-(twice what the engine schedules at once), so a new batch joins the queue as soon as one
-finishes: the engine never runs down at the end of a chunk, and records are written (on the
-main process) while the engine computes the next step (in its own process).
+genrun's scheduler hands this backend small batches, many at once (`concurrency` is set from
+the engine's max_num_seqs). vLLM has its own scheduler, which decides what runs in each step,
+so this backend does not wait for one batch before the next: it queues every row it is given
+with `LLM.enqueue_chat`, and one pump task steps the engine and hands each finished request
+back to its batch. A new batch joins the queue as soon as one finishes, so the engine never
+runs down at the end of a chunk, and records are written (on the main process) while the
+engine computes the next step (in its own process). Only the retry policy and the records
+stay with genrun's scheduler. The reaches into vLLM's internals are in vllm_internals.py.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import logging
 import math
 import multiprocessing
 import os
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, Failure, one_line, split_known, template_hash
+from genrun.backend.base import Backend, Completion, Failure, check_extra, split_known, template_hash
+from genrun.backend import vllm_internals as internals
 from genrun.backend.local_model import check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
-from genrun.errors import UserError
+from genrun.backend.vllm_internals import EngineDied
+from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
 from genrun.sampling import check_sampling
 
@@ -51,6 +56,7 @@ def import_vllm() -> Any:
 
 class VLLMBackend(Backend):
     name = "vllm"
+    operational = frozenset({"gpu_ids", "gpu_memory_utilization"})
     batch_size = BATCH_ROWS
 
     def __init__(
@@ -68,9 +74,7 @@ class VLLMBackend(Backend):
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             # A spawned vLLM worker is re-importing a script that builds the engine at import time.
             raise UserError(f"vLLM starts its workers with spawn, which re-imports your script: {SPAWN_GUARD}")
-        extra = dict(extra or {})
-        split_known(extra, {"chat_template_kwargs"}, "extra", "vllm")
-        self.chat_template_kwargs = dict(extra.get("chat_template_kwargs") or {})
+        self.chat_template_kwargs = check_extra(extra, self.name)
         vllm = import_vllm()
         self.input_errors = input_errors()
         self.sampling_params = sampling_params(vllm, check_sampling(sampling))
@@ -87,7 +91,7 @@ class VLLMBackend(Backend):
             engine_kwargs.setdefault("seed", int(seed))
         self.model_path = model_name_or_path
         try:
-            self.llm = start_engine(
+            self.llm = internals.start_engine(
                 vllm,
                 model=model_name_or_path,
                 gpu_memory_utilization=gpu_memory_utilization,
@@ -101,14 +105,13 @@ class VLLMBackend(Backend):
                 "above says more; on a CPU try backend.gpu_memory_utilization=0.2; in a script, "
                 f"{SPAWN_GUARD})"
             ) from exc
-        scheduler = getattr(getattr(self.llm.llm_engine, "vllm_config", None), "scheduler_config", None)
-        max_num_seqs = getattr(scheduler, "max_num_seqs", None) or 256
-        self.concurrency = max(2, math.ceil(2 * max_num_seqs / self.batch_size))
+        # Twice what the engine schedules at once, so its queue never runs dry.
+        self.concurrency = max(2, math.ceil(2 * internals.max_num_seqs(self.llm) / self.batch_size))
         self._waiting: dict[str, asyncio.Future] = {}  # request id -> its output, once finished
         self._pump: asyncio.Task | None = None
         self._closing = False
         self._death: EngineDied | None = None
-        wake_on_engine_death(self.llm, self._on_engine_death)
+        internals.wake_on_engine_death(self.llm, self._on_engine_death)
 
     def _on_engine_death(self, death: EngineDied) -> bool:
         """Called from the watcher thread; False when genrun is closing the engine itself."""
@@ -134,9 +137,7 @@ class VLLMBackend(Backend):
                 except self.input_errors as exc:
                     completions[position] = Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
                     continue
-                # Outputs carry LLM's own id (a counter); vLLM 0.32 returns it with a
-                # random suffix ("17-3fa9c2d1") that the outputs do not have.
-                request_id = engine_id.partition("-")[0]
+                request_id = internals.request_id(engine_id)
                 future = loop.create_future()
                 futures[request_id] = (position, future)
                 self._waiting[request_id] = future
@@ -149,18 +150,15 @@ class VLLMBackend(Backend):
             if unfinished:  # cancelled (Ctrl-C, a failed run): free the engine of them
                 for rid in unfinished:
                     self._waiting.pop(rid, None)
-                self.llm.llm_engine.abort_request(unfinished)
+                internals.abort(self.llm, unfinished)
         return completions  # type: ignore[return-value]
 
     async def _step_engine(self) -> None:
         """Step the engine while any batch waits, handing each finished request to its batch.
         Between steps the loop runs the other tasks: records, and new batches to enqueue."""
-        engine = self.llm.llm_engine
         while self._waiting:
             try:
-                if not engine.has_unfinished_requests():  # never block on outputs that cannot come
-                    raise RuntimeError(f"vLLM has no request left but {len(self._waiting)} rows wait for one")
-                outputs = engine.step()
+                outputs = internals.step(self.llm)
             except Exception as exc:  # the engine died: every waiting batch learns why
                 for future in self._waiting.values():
                     if not future.done():
@@ -199,9 +197,7 @@ class VLLMBackend(Backend):
         if llm is None:
             return
         try:
-            # Every request has finished or been aborted by now, so nothing is lost by not
-            # waiting: vLLM's default waits up to 5 s for EngineCore, `vllm run_batch` waits 0 s.
-            llm.llm_engine.engine_core.shutdown(timeout=0)
+            internals.shutdown(llm)
         except Exception:  # noqa: BLE001 - shutting down must not hide the run's outcome
             log.warning("vLLM engine shutdown raised", exc_info=True)
         del llm
@@ -245,62 +241,3 @@ def check_engine_args(engine_kwargs: Mapping[str, Any]) -> None:
             f"backend.{unknown[0]} is not a vLLM engine argument (see vllm.engine.arg_utils.EngineArgs); "
             "remove it or fix its name"
         )
-
-
-def start_engine(vllm: Any, **engine_args: Any) -> Any:
-    """vllm.LLM(**engine_args), built in a thread so that Ctrl-C and SIGTERM still reach genrun
-    while the engine starts: vLLM waits for EngineCore in a zmq poll that runs no Python
-    signal handler (for up to VLLM_ENGINE_READY_TIMEOUT_S). On a signal the exception leaves
-    from here, and genrun's exit ends the half-started engine processes."""
-    import threading
-
-    built: dict[str, Any] = {}
-
-    def build() -> None:
-        try:
-            built["llm"] = vllm.LLM(**engine_args)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            built["error"] = exc
-
-    thread = threading.Thread(target=build, name="genrun-engine-start", daemon=True)
-    thread.start()
-    while thread.is_alive():
-        thread.join(0.2)  # a short wait: signal handlers run between waits
-    if "error" in built:
-        raise built["error"]
-    return built["llm"]
-
-
-class EngineDied(RuntimeError):
-    """EngineCore exited while the engine was in use."""
-
-
-def wake_on_engine_death(llm: Any, on_death: Callable[[EngineDied], bool]) -> None:
-    """Make a dead EngineCore an error instead of a hang.
-
-    vLLM 0.32's LLM (SyncMPClient) notices a dead EngineCore and shuts its output thread
-    down, but LLMEngine.step() then waits on the output queue forever. A thread of ours waits
-    for the engine processes to exit and, unless genrun is closing the engine itself, puts
-    EngineDied into that queue, so the waiting step() raises it. Reaches into vLLM's
-    internals (engine_core.outputs_queue, resources.engine_manager.processes); where they
-    differ, it does nothing and vLLM's own behaviour stands. on_death(error) says whether the
-    death was unexpected.
-    """
-    import threading
-    from multiprocessing.connection import wait
-
-    core = getattr(llm.llm_engine, "engine_core", None)
-    outputs = getattr(core, "outputs_queue", None)
-    processes = getattr(getattr(getattr(core, "resources", None), "engine_manager", None), "processes", None)
-    if outputs is None or not processes:
-        log.debug("vLLM engine internals not as expected: a dead engine is not watched")
-        return
-
-    def watch() -> None:
-        wait([p.sentinel for p in processes])
-        codes = ", ".join(f"{p.name} exit code {p.exitcode}" for p in processes if p.exitcode is not None)
-        death = EngineDied(f"the vLLM engine process died ({codes}: killed, or out of memory)")
-        if on_death(death):
-            outputs.put_nowait(death)
-
-    threading.Thread(target=watch, name="genrun-engine-watch", daemon=True).start()

@@ -1,0 +1,130 @@
+"""Feeds requests to a backend: batching, concurrency and the retry policy, in one place.
+
+Up to `backend.concurrency` batches are in flight: as soon as one is answered, the next is
+taken from the shared request iterator (no waves), so memory holds only what is in flight.
+The scheduler never opens or closes the backend: its caller owns it, from building it to
+`close()`, and opens its event-loop resources with `async with backend:`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator
+
+from genrun.backend.base import Backend, Completion
+from genrun.errors import FatalBackendError, UserError
+from genrun.prompts import Messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    index: int
+    messages: Messages | None  # None when the row could not be built
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+OnAnswer = Callable[[Request, Completion, float], None]
+
+
+class Scheduler:
+    """scheduler.run(requests) answers every request, calling on_answer(request, completion,
+    latency_s) as each is known. A backend that cannot answer any row (FatalBackendError)
+    stops it: no new attempt starts, and the batches in flight are cancelled."""
+
+    def __init__(self, backend: Backend, on_answer: OnAnswer) -> None:
+        if backend.concurrency < 1:
+            raise UserError(f"backend.concurrency must be at least 1, got {backend.concurrency}")
+        self.backend, self.on_answer = backend, on_answer
+        self.answered_any = False  # a row answered: a "no row can succeed" error is then that row's
+        self.fatal: FatalBackendError | None = None
+        # `sending` bounds the attempts in flight. A batch waiting out a retry delay gives its
+        # slot to the next batch, so the backend stays at full concurrency; `live` bounds the
+        # batches held in memory (in flight plus waiting to retry).
+        self.sending = asyncio.Semaphore(backend.concurrency)
+        self.live = asyncio.Semaphore(2 * backend.concurrency)
+
+    async def run(self, requests: Iterable[Request]) -> None:
+        source = iter(requests)
+        tasks: set[asyncio.Task] = set()
+        failed: list[BaseException] = []
+
+        def done(task: asyncio.Task) -> None:
+            tasks.discard(task)
+            self.live.release()
+            if not task.cancelled() and task.exception() is not None:
+                failed.append(task.exception())
+
+        try:
+            while not failed:
+                await self.live.acquire()
+                batch = self._next_batch(source)
+                if not batch:
+                    self.live.release()
+                    break
+                task = asyncio.create_task(self._answer(batch))
+                tasks.add(task)
+                task.add_done_callback(done)
+            while tasks and not failed:
+                await asyncio.wait(set(tasks), return_when=asyncio.FIRST_EXCEPTION)
+            if failed:
+                raise failed[0]
+        finally:
+            for task in list(tasks):
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _next_batch(self, source: Iterator[Request]) -> list[Request]:
+        """Up to batch_size sendable requests; a row that could not be built is recorded at once."""
+        batch: list[Request] = []
+        for request in source:
+            if request.error is not None:
+                self.on_answer(request, Completion(error=request.error), 0.0)
+                continue
+            batch.append(request)
+            if len(batch) >= self.backend.batch_size:
+                break
+        return batch
+
+    async def _answer(self, batch: list[Request]) -> None:
+        started = time.perf_counter()
+        completions = await self._generate([r.messages for r in batch])
+        if len(completions) != len(batch):
+            raise RuntimeError(f"{self.backend.name} returned {len(completions)} answers for {len(batch)} rows")
+        latency = time.perf_counter() - started
+        for request, completion in zip(batch, completions):
+            self.on_answer(request, completion, latency)
+
+    async def _generate(self, conversations: list[Messages]) -> list[Completion]:
+        """One batch, retried as the backend's classify() says; errors become error completions."""
+        backend = self.backend
+        try_number = 0
+        while True:
+            try:
+                async with self.sending:
+                    if self.fatal is not None:
+                        raise self.fatal
+                    completions = await backend.generate_batch(conversations)
+                self.answered_any = self.answered_any or any(c.answer is not None for c in completions)
+                return completions
+            except UserError:  # FatalBackendError included
+                raise
+            except Exception as exc:  # noqa: BLE001 - the backend classifies it
+                failure = backend.classify(exc)
+                if failure.engine_dead or (failure.no_row_can_succeed and not self.answered_any):
+                    self.fatal = self.fatal or FatalBackendError(failure.message)
+                    raise self.fatal from exc
+                if not failure.retryable or try_number >= backend.retries:
+                    return [Completion(error=failure.message) for _ in conversations]
+                delay = failure.retry_after
+                if delay is None:
+                    delay = backend.base_delay * 2**try_number + random.uniform(0, backend.base_delay)
+                log.debug("retrying %d rows in %.2fs after: %s", len(conversations), delay, failure.message)
+                await asyncio.sleep(delay)
+                try_number += 1
