@@ -139,12 +139,13 @@ def _version(dist: str) -> str | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", nargs="+", choices=SCRIPTS)
+    parser.add_argument("--tables-only", action="store_true", help="rewrite the tables from results.json")
     args = parser.parse_args()
-    results = {name: run(name) for name in (args.only or SCRIPTS)}
     previous = HERE / "results.json"
-    merged = json.loads(previous.read_text()) if previous.exists() and args.only else {}
-    merged.update(results)
-    previous.write_text(json.dumps(merged, indent=2) + "\n")
+    merged = json.loads(previous.read_text()) if previous.exists() and (args.only or args.tables_only) else {}
+    if not args.tables_only:
+        merged.update({name: run(name) for name in (args.only or SCRIPTS)})
+        previous.write_text(json.dumps(merged, indent=2) + "\n")
     body = (f"Measured on {machine()}.\n\nEach figure is the median of several repeats (min–max in brackets); "
             "each ratio is measured side by side in one process run and is the median of per-repeat ratios.\n\n"
             + tables(merged) + "\n")
