@@ -19,8 +19,11 @@ from omegaconf import DictConfig
 
 log = logging.getLogger(__name__)
 
-class SweepFailed(Exception):
-    """A sweep ran to its end, but some job did not finish cleanly (per its metrics.json)."""
+class SweepFailed(BaseException):
+    """A sweep ran to its end, but some job did not finish cleanly (per its metrics.json).
+
+    A BaseException, like SystemExit, because it is the process's outcome, not an error:
+    Hydra turns a callback's Exception into a warning, and this must reach the CLI."""
 
 
 class SweepSummary(Callback):
