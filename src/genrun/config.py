@@ -52,6 +52,15 @@ class FieldsConfig:
     images: Optional[str] = None
     messages: Optional[str] = None
     reference: Optional[str] = None
+    choices: Optional[str] = None  # a list column: an integer reference is the index of the right one
+
+
+@dataclass
+class FewshotConfig:
+    k: int = 0
+    split: Optional[str] = None  # another split of dataset.path (a hub dataset)
+    path: Optional[str] = None  # or another file
+    seed: int = 1234
 
 
 @dataclass
@@ -64,6 +73,30 @@ class DatasetConfig:
     num_shards: int = 1
     shard_index: int = 0
     fields: FieldsConfig = field(default_factory=FieldsConfig)
+    template: Optional[str] = None  # Jinja2 over the row's columns: builds the prompt
+    reference_template: Optional[str] = None  # Jinja2 for the reference, instead of fields.reference
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
+
+
+@dataclass
+class ScoringConfig:
+    metrics: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
+    extract: str = "none"  # none | choice | number | boxed | regex
+    pattern: Optional[str] = None  # for extract=regex
+
+
+@dataclass
+class JudgeConfig:
+    """An LLM that scores each answer (`judge=openai`, ...): any backend, a rubric, a verdict."""
+
+    backend: Any = MISSING  # a backend config, as under `backend`
+    sampling: Dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
+    template: str = (  # Jinja2 over question, reference and answer (and the record's other fields)
+        "You are grading an answer to a question against a reference answer.\n\n"
+        "Question: {{ question }}\nReference answer: {{ reference }}\nAnswer to grade: {{ answer }}\n\n"
+        "Is the answer to grade correct, given the reference? Reply with one word: correct or incorrect.")
+    verdict: str = "label"  # label: the last of `labels` named in the judge's text; number: its last number
+    labels: Dict[str, float] = field(default_factory=lambda: {"correct": 1.0, "incorrect": 0.0})
 
 
 @dataclass
@@ -72,6 +105,8 @@ class GenrunConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     extra: ExtraConfig = field(default_factory=ExtraConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    judge: Optional[JudgeConfig] = None
     mode: Mode = Mode.generate
     system_prompt: str = ""
     image_tag: Optional[str] = None
@@ -79,7 +114,7 @@ class GenrunConfig:
     resume: Optional[str] = None
     retry_errors: bool = False
     resume_allow_changed_dataset: bool = False
-    metric: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
+    metric: Optional[List[str]] = None  # deprecated: scoring.metrics
 
 
 def dirname(text: str, limit: int = 200) -> str:
@@ -96,6 +131,7 @@ def register() -> None:
     cs.store(group="sampling", name="base_sampling", node=SamplingConfig)
     cs.store(group="extra", name="base_extra", node=ExtraConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="scoring", name="base_scoring", node=ScoringConfig)
 
     def data_file(name: str) -> str:
         return str(PACKAGE_DIR / "data" / name)

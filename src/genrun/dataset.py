@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from genrun.errors import UserError, one_line
+from genrun.errors import RowError, UserError, one_line
 from genrun.modes import MODES
+from genrun.templates import compile_template
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
     first = next(iterator, None)  # a file broken before its first row raises BrokenDataset here
     if first is None:
         raise UserError(f"dataset.path={path!r} split {cfg.get('split')!r} has no rows")
-    _check_fields(cfg.get("fields") or {}, mode, first, path)
+    _check_fields(cfg.get("fields") or {}, mode, first, path, cfg.get("template"))
 
     num_shards, shard_index = int(cfg.get("num_shards", 1)), int(cfg.get("shard_index", 0))
     if num_shards < 1 or not 0 <= shard_index < num_shards:
@@ -161,6 +162,12 @@ class BrokenDataset(UserError):
     """A data file that cannot be read past some row: its message names the file and the line."""
 
 
+def load_checked(path: str, name: str | None, split: str) -> Iterator[dict[str, Any]]:
+    """The rows of another split or file (few-shot examples), streamed and checked."""
+    files = local_files(path)
+    return read_checked(_load(path, files, name, split, streaming=True), files, path)
+
+
 def read_checked(data: Any, files: list[Path] | None, path: str) -> Iterator[dict[str, Any]]:
     """The dataset's rows; a parse or decode error, whenever datasets raises it, becomes
     BrokenDataset naming the file and line, after every good row before that line.
@@ -206,9 +213,16 @@ def salvage(files: list[Path], skip: int) -> Iterator[dict[str, Any]]:
             raise BrokenDataset(f"{file}: cannot be read: {exc}") from None
 
 
-def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str) -> None:
+def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any], path: str,
+                  template: str | None = None) -> None:
     needed = MODES[mode].fields
-    for key in (*needed, "id", "reference"):
+    if template:  # the template builds the prompt; it must render the first row
+        needed = tuple(f for f in needed if f != "prompt")
+        try:
+            compile_template(template, "dataset.template")({**first, "turn": ""})
+        except RowError as exc:
+            raise UserError(f"{exc} in the first row of {path}; fix the template or dataset.fields") from None
+    for key in (*needed, "id", "reference", "choices"):
         column = fields.get(key)
         if column is None:
             if key in needed:

@@ -12,6 +12,9 @@ from genrun.records import read_records, write_json
 
 log = logging.getLogger(__name__)
 
+# Scores some rows carry beside scoring.metrics: json_valid (structured outputs), judge (an LLM judge).
+EXTRA_SCORES = ["json_valid", "judge"]
+
 
 def collect(path: Path, metrics: list[str], wall: float, new_rows: int, new_tokens: int, dataset_rows: int,
             stopped: BaseException | None) -> dict[str, Any]:
@@ -47,6 +50,7 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
     prompt_tokens = completion_tokens = 0
     have_tokens = False
     sums: dict[str, float] = {}
+    counts: dict[str, int] = {}  # a metric's mean is over the rows that have it
     scored = 0
     for record in read_records(path):
         rows += 1
@@ -63,14 +67,16 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
             scored += 1
             unclosed += bool(scores.get("unclosed_thinking"))
             for name in metrics:
-                sums[name] = sums.get(name, 0.0) + float(scores.get(name, 0.0))
+                if scores.get(name) is not None:
+                    sums[name] = sums.get(name, 0.0) + float(scores[name])
+                    counts[name] = counts.get(name, 0) + 1
     result: dict[str, Any] = {"rows": rows, "answered": answered, "failed": rows - answered}
     if first_error:
         result["first_error"] = first_error  # what a sweep summary shows for a job with failed rows
     if have_tokens:
         result.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     if scored:
-        result["scores"] = {name: round(sums[name] / scored, 4) for name in metrics}
+        result["scores"] = {name: round(sums[name] / counts[name], 4) for name in metrics if counts.get(name)}
         result["scored_rows"] = scored
         result["unclosed_thinking"] = unclosed
     return result

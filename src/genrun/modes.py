@@ -4,7 +4,7 @@ API all read it, so a mode is added here once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from genrun.errors import RowError
@@ -12,6 +12,10 @@ from genrun.images import describe as describe_image
 from genrun.images import image_list
 from genrun.prompts import Messages, conversation_messages, multimodal_messages, prompt_messages
 from genrun.scheduler import Request
+from genrun.templates import letter
+
+
+Render = Callable[[Mapping[str, Any]], str]  # a compiled template: render(row) -> text
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,27 @@ class PromptSettings:
     system_prompt: str = ""
     image_tag: str | None = None
     base_dir: str | None = None  # relative image paths resolve against it (the dataset's folder)
+    template: Render | None = None  # dataset.template, compiled: the prompt (multiturn: the last user turn)
+    reference_template: Render | None = None  # dataset.reference_template, compiled
+    fewshot: Messages = field(default_factory=list)  # example turns shown before every row
+
+
+def row_prompt(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings) -> Any:
+    """The row's prompt: the template rendered over its columns, or its prompt column."""
+    return s.template(row) if s.template is not None else row[fields["prompt"]]
+
+
+def row_reference(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings) -> Any:
+    """The row's reference (None without one). With a choices column, an integer reference is
+    the index of the right choice, read as its letter (0 -> A)."""
+    if s.reference_template is not None:
+        return s.reference_template(row)
+    if not fields.get("reference"):
+        return None
+    reference = row[fields["reference"]]
+    if fields.get("choices") and isinstance(reference, int) and not isinstance(reference, bool):
+        return letter(reference)
+    return reference
 
 
 # build(row, fields, settings, kept) -> messages; it first puts into `kept` what the record
@@ -35,20 +60,29 @@ class Mode:
 
 
 def _generate(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings, kept: dict) -> Messages:
-    kept["prompt"] = row[fields["prompt"]]
+    kept["prompt"] = row_prompt(row, fields, s)
     return prompt_messages(kept["prompt"], s.system_prompt)
 
 
 def _multimodal(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings, kept: dict) -> Messages:
-    kept["prompt"] = row[fields["prompt"]]
+    kept["prompt"] = row_prompt(row, fields, s)
     images = image_list(row[fields["images"]])
     kept["images"] = [describe_image(i) for i in images if i is not None]
     return multimodal_messages(kept["prompt"], images, s.system_prompt, s.image_tag, s.base_dir)
 
 
 def _multiturn(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings, kept: dict) -> Messages:
-    kept["messages"] = row[fields["messages"]]
-    return conversation_messages(kept["messages"], s.system_prompt)
+    turns = row[fields["messages"]]
+    if s.template is not None and isinstance(turns, list):
+        # The template writes the last user turn; it sees the row's columns and that turn as `turn`.
+        last = max((i for i, t in enumerate(turns) if isinstance(t, Mapping) and t.get("role") == "user"),
+                   default=None)
+        if last is None:
+            raise RowError("dataset.template: the conversation has no user turn to write")
+        turns = [*turns[:last], {**turns[last], "content": s.template({**row, "turn": turns[last].get("content")})},
+                 *turns[last + 1:]]
+    kept["messages"] = turns
+    return conversation_messages(turns, s.system_prompt)
 
 
 MODES = {
@@ -57,7 +91,8 @@ MODES = {
     "multiturn": Mode(("messages",), _multiturn),
 }
 # The fields the Python API's rows use (the CLI's come from dataset.fields).
-API_FIELDS = {"prompt": "prompt", "images": "images", "messages": "messages", "id": None, "reference": None}
+API_FIELDS = {"prompt": "prompt", "images": "images", "messages": "messages", "id": None, "reference": None,
+              "choices": None}
 
 
 def request_builder(mode: str, fields: Mapping[str, Any], settings: PromptSettings,
@@ -65,16 +100,20 @@ def request_builder(mode: str, fields: Mapping[str, Any], settings: PromptSettin
     """Turns a row into a Request; a row that cannot be sent becomes a Request with its error.
     Settings are read once: per-row config lookups add up over millions of rows."""
     build = MODES[mode].build
-    id_field, reference_field = fields.get("id"), fields.get("reference")
+    id_field = fields.get("id")
+    has_reference = bool(fields.get("reference")) or settings.reference_template is not None
 
     def request(index: int, row: Mapping[str, Any]) -> Request:
         meta: dict[str, Any] = {"id": row[id_field] if id_field else index}
-        if reference_field:
-            meta["reference"] = row[reference_field]
         try:
+            if has_reference:
+                meta["reference"] = row_reference(row, fields, settings)
             messages = build(row, fields, settings, meta)
         except RowError as exc:
             return Request(index, None, error=f"{label} {index}: {exc}", meta=meta)
+        if settings.fewshot:  # after the system prompt, before the row's own turns
+            head = 1 if messages[0]["role"] == "system" else 0
+            messages = [*messages[:head], *settings.fewshot, *messages[head:]]
         return Request(index, messages, meta=meta)
 
     return request

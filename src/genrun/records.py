@@ -15,17 +15,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from genrun import scoring
 from genrun.backend.base import Completion
 from genrun.errors import cannot_write
 from genrun.scheduler import Request
+from genrun.scoring import Scorer
+from genrun.structured import valid_json
 
 log = logging.getLogger(__name__)
 
 
-def make_record(request: Request, completion: Completion, latency: float, metrics: list[str]) -> dict[str, Any]:
+def make_record(request: Request, completion: Completion, latency: float, scorer: Scorer) -> dict[str, Any]:
     """A row's record: its id and index, what the row gave (prompt or turns), the answer or
-    error with its token counts, and its scores when the row has a reference."""
+    error with its token counts, and when the row has a reference its scores (and with
+    scoring.extract, the extracted answer they were computed on)."""
     meta = dict(request.meta)
     record: dict[str, Any] = {"id": meta.pop("id"), "index": request.index}
     reference = meta.pop("reference", None)
@@ -40,10 +42,15 @@ def make_record(request: Request, completion: Completion, latency: float, metric
     )
     if completion.reasoning is not None:
         record["reasoning"] = completion.reasoning
+    if scorer.json_valid and completion.answer is not None:
+        record["scores"] = {"json_valid": valid_json(completion.answer)}
     if reference is not None:
         record["reference"] = reference
         if completion.answer is not None:
-            record["scores"] = scoring.score(completion.answer, reference, metrics)
+            extracted, scores = scorer.score(completion.answer, reference)
+            if scorer.extract != "none":
+                record["extracted"] = extracted
+            record["scores"] = {**scores, **record.get("scores", {})}
     return record
 
 

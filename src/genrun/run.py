@@ -8,22 +8,27 @@ job's outcome means for the process (its exit code) is the CLI's business.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
+from genrun import fewshot, provenance, resume, structured
 from genrun import metrics as run_metrics
-from genrun import provenance, resume, scoring
 from genrun.backend.base import Backend, Completion
 from genrun.dataset import image_base_dir, open_rows
 from genrun.errors import FatalBackendError, UserError, cannot_write
+from genrun.judge import judge_file
 from genrun.lock import RunLock
-from genrun.modes import PromptSettings, request_builder
+from genrun.modes import PromptSettings, request_builder, row_prompt, row_reference
 from genrun.records import AnswerLog, make_record, now, write_json
 from genrun.scheduler import OnAnswer, Request, Scheduler
+from genrun.scoring import Scorer
+from genrun.templates import compile_template
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +44,32 @@ def run(cfg: DictConfig, out_dir: Path, backend: Backend | None = None) -> dict[
     if missing:
         hint = " (or choose one: dataset=demo_qa)" if missing[0] == "dataset.path" else ""
         raise UserError(f"{missing[0]} has no value: set it on the command line, e.g. {missing[0]}=...{hint}")
-    metrics_wanted = list(cfg.get("metric") or scoring.METRICS)
-    unknown = [m for m in metrics_wanted if m not in scoring.METRICS]
-    if unknown:
-        raise UserError(f"metric={unknown[0]!r} is unknown (choose from {', '.join(scoring.METRICS)})")
+    constraint = OmegaConf.to_container(cfg.sampling, resolve=True).get("structured_outputs")
+    json_schema = structured.json_schema(structured.check(constraint) if constraint else None)
+    scorer = Scorer(**scoring_settings(cfg), json_valid=json_schema is not None)
     resume.check_resume_dir(cfg.get("resume"), out_dir)
     with RunLock(out_dir):
-        return answer_rows(cfg, out_dir, backend, metrics_wanted)
+        return answer_rows(cfg, out_dir, backend, scorer)
 
 
-def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics_wanted: list[str]) -> dict[str, Any]:
+def scoring_settings(cfg: DictConfig) -> dict[str, Any]:
+    settings = OmegaConf.to_container(cfg.scoring, resolve=True) if "scoring" in cfg else {}
+    if cfg.get("metric") is not None:  # the key before the scoring group
+        print(f"genrun: warning: metric= is deprecated: use scoring.metrics={list(cfg.metric)}", file=sys.stderr)
+        settings["metrics"] = list(cfg.metric)
+    return settings
+
+
+def prompt_settings(cfg: DictConfig) -> PromptSettings:
+    """The row-shaping settings, templates compiled once, few-shot examples drawn once."""
+    data = cfg.dataset
+    template = compile_template(data.template, "dataset.template") if data.get("template") else None
+    reference = (compile_template(data.reference_template, "dataset.reference_template")
+                 if data.get("reference_template") else None)
+    return PromptSettings(cfg.system_prompt, cfg.image_tag, image_base_dir(str(data.path)), template, reference)
+
+
+def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer: Scorer) -> dict[str, Any]:
     """run() under the run directory's lock."""
     mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
     saved = resume.saved_run(out_dir)
@@ -57,9 +78,14 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics
     rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
     resume.check_same_dataset(saved, rows.info, bool(cfg.get("resume_allow_changed_dataset", False)))
     answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)))
-    build_request = request_builder(
-        mode, OmegaConf.to_container(cfg.dataset.fields, resolve=True),
-        PromptSettings(cfg.system_prompt, cfg.image_tag, image_base_dir(str(cfg.dataset.path))))
+    fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
+    settings = prompt_settings(cfg)
+    examples, rows.info["fewshot"] = fewshot.draw(
+        OmegaConf.to_container(cfg.dataset, resolve=True),
+        lambda row: row_prompt(row, fields, settings), lambda row: row_reference(row, fields, settings))
+    if examples and mode == "multiturn":
+        raise UserError("dataset.fewshot.k applies to mode=generate and multimodal; a conversation brings its own turns")
+    build_request = request_builder(mode, fields, dataclasses.replace(settings, fewshot=examples))
     requests = (build_request(index, row) for index, row in rows.rows if index not in answers.done)
     total = None if rows.total is None else max(rows.total - len(answers.done), 0)
     progress: Any = None
@@ -68,7 +94,7 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics
 
     def on_answer(request: Request, completion: Completion, latency: float) -> None:
         nonlocal new_rows, new_tokens
-        answers.write(make_record(request, completion, latency, metrics_wanted))
+        answers.write(make_record(request, completion, latency, scorer))
         new_rows += 1
         new_tokens += completion.completion_tokens or 0
         progress.update(1)
@@ -79,6 +105,7 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics
     try:
         backend = backend or build_backend(cfg)
         record = provenance.run_record(cfg, backend, rows.info, started_at, resume.answer_config(cfg))
+        record["scoring"] = scoring_settings(cfg)  # what genrun-score starts from
         write_json(out_dir / "run.json", record)
         progress = progress_bar(total)
         wall = time.perf_counter()
@@ -97,7 +124,12 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, metrics
         if owns_backend and backend is not None:
             backend.close()
     stopped = stopped or rows.error  # a data file broken after its good rows were answered
-    metrics = run_metrics.collect(out_dir / "answers.jsonl", metrics_wanted, wall=wall, new_rows=new_rows,
+    if cfg.get("judge") is not None and stopped is None:  # the answering engine is closed: its memory is free
+        try:
+            judge_file(out_dir / "answers.jsonl", OmegaConf.to_container(cfg.judge, resolve=True))
+        except (UserError, FatalBackendError, KeyboardInterrupt) as exc:
+            stopped = exc
+    metrics = run_metrics.collect(out_dir / "answers.jsonl", scorer.metrics + run_metrics.EXTRA_SCORES, wall=wall, new_rows=new_rows,
                                   new_tokens=new_tokens, dataset_rows=rows.scanned, stopped=stopped)
     try:
         write_json(out_dir / "metrics.json", metrics)
@@ -119,7 +151,6 @@ async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAns
 
 
 def build_backend(cfg: DictConfig) -> Backend:
-    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     try:
@@ -130,20 +161,31 @@ def build_backend(cfg: DictConfig) -> Backend:
             seed=cfg.seed,
             _convert_="all",
         )
-    except InstantiationException as exc:
-        # Hydra wraps the backend's own error; a user's mistake is reported as itself.
-        cause = exc.__cause__
-        if isinstance(cause, UserError):
-            raise cause from None
-        if isinstance(cause, ImportError):
-            root = cause
-            while root.__cause__ is not None:
-                root = root.__cause__
-            raise UserError(f"backend {cfg.backend._target_} cannot be loaded: {root}; "
-                            "install its extra, e.g. pip install 'genrun[vllm]'") from exc
-        if isinstance(cause, TypeError) and "unexpected keyword" in str(cause):
-            raise UserError(f"backend: {cause}") from exc
-        raise
+    except Exception as exc:
+        failure = build_failure(exc, "backend")
+        if failure is exc:
+            raise
+        raise failure from exc
+
+
+def build_failure(exc: Exception, where: str) -> Exception:
+    """What to report when Hydra could not build a backend: Hydra wraps the backend's own
+    error, and a user's mistake is reported as itself, in one line."""
+    from hydra.errors import InstantiationException
+
+    if not isinstance(exc, InstantiationException):
+        return exc
+    cause = exc.__cause__
+    if isinstance(cause, UserError):
+        return cause
+    if isinstance(cause, ImportError):
+        root = cause
+        while root.__cause__ is not None:
+            root = root.__cause__
+        return UserError(f"{where} cannot be loaded: {root}; install its extra, e.g. pip install 'genrun[vllm]'")
+    if isinstance(cause, TypeError) and "unexpected keyword" in str(cause):
+        return UserError(f"{where}: {cause}")
+    return exc
 
 
 def progress_bar(total: int | None) -> Any:

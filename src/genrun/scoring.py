@@ -1,7 +1,9 @@
-"""QA scores: exact match, token F1 and accuracy (a reference contained in the answer).
+"""Scores (the `scoring` config group): exact match, token F1 and accuracy, best over the references.
 
-Normalised as QA benchmarks do (lower case, no punctuation or articles, white space folded),
-best over the references. Thinking is removed before scoring, never from the stored answer.
+Normalised as QA benchmarks do (lower case, no punctuation or articles, white space folded).
+Thinking is removed before scoring, never from the stored answer. Without extraction,
+accuracy means the reference is contained in the answer; with `scoring.extract` (see
+extract.py), the extracted answer must equal the reference read the same way.
 """
 
 from __future__ import annotations
@@ -9,7 +11,11 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
+
+from genrun import extract as extractors
+from genrun.errors import UserError
 
 THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -71,3 +77,52 @@ def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS) -> dict
     if unclosed:
         scores["unclosed_thinking"] = True
     return scores
+
+
+def same(extracted: str, reference: str) -> float:
+    return float(extracted.strip().casefold() == reference.strip().casefold())
+
+
+@dataclass
+class Scorer:
+    """The run's scoring settings, checked once; score() gives a record's extracted answer
+    (None without extraction) and its scores."""
+
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    extract: str = "none"
+    pattern: str | None = None
+    json_valid: bool = False  # answers constrained by a JSON schema: also score whether they parse
+
+    def __post_init__(self) -> None:
+        self.metrics = list(self.metrics)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise UserError(f"scoring.metrics={unknown[0] if unknown else '[]'!r} is not a metric "
+                            f"(choose from {', '.join(METRICS)})")
+        kinds = ["none", *extractors.EXTRACTORS, "regex"]
+        if self.extract not in kinds:
+            raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
+        self._extract: Callable[[str], str | None] | None = extractors.EXTRACTORS.get(self.extract)
+        self._read_reference: Callable[[str], str | None] = extractors.READ_REFERENCE.get(self.extract, str.strip)
+        if self.extract == "regex":
+            if not self.pattern:
+                raise UserError("scoring.extract=regex needs scoring.pattern, e.g. 'scoring.pattern=\"Answer: (.+)\"'")
+            try:
+                self._extract = extractors.regex(re.compile(self.pattern))
+            except re.error as exc:
+                raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
+
+    def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
+        if self._extract is None:
+            return None, score(answer, reference, self.metrics)
+        text, unclosed = strip_thinking(answer)
+        extracted = self._extract(text)
+        golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
+        scores: dict[str, Any] = {}
+        for name in self.metrics:
+            # extracted values compare as they are: normalising would turn "1.5" into "15"
+            compare = same if name in ("accuracy", "exact_match") else METRICS[name]
+            scores[name] = max((compare(extracted, g) for g in golds), default=0.0) if extracted is not None else 0.0
+        if unclosed:
+            scores["unclosed_thinking"] = True
+        return extracted, scores

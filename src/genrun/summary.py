@@ -28,7 +28,8 @@ class SweepFailed(BaseException):
 
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        rows = write_summary(Path(config.hydra.sweep.dir), list(config.get("metric") or []))
+        order = config.get("metric") or config.get("scoring", {}).get("metrics") or []
+        rows = write_summary(Path(config.hydra.sweep.dir), list(order))
         unfinished = [r["job"] for r in rows if r["status"] != "ok"]
         if unfinished:  # the CLI makes this its exit code (Hydra passes it on: HYDRA_FULL_ERROR)
             raise SweepFailed(f"jobs not ok: {', '.join(unfinished)}")

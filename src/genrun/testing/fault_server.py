@@ -19,8 +19,9 @@ SLOW_S = 1.5
 
 
 class FaultServer:
-    def __init__(self, status_for_all: int | None = None, work_s: float = 0.05) -> None:
+    def __init__(self, status_for_all: int | None = None, work_s: float = 0.05, reply: str | None = None) -> None:
         self.status_for_all = status_for_all
+        self.reply = reply  # a model that always gives this answer (scoring tests); None: "answer to <prompt>"
         self.work_s = work_s  # how long a normal answer takes, as a model would
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
@@ -99,7 +100,7 @@ class FaultServer:
             return
         if self.work_s:
             time.sleep(self.work_s)  # so requests overlap
-        send(handler, 200, completion(body, f"answer to {prompt}"))
+        send(handler, 200, completion(body, self.reply if self.reply is not None else f"answer to {prompt}"))
 
 
 def wait_unless_hung_up(handler: BaseHTTPRequestHandler, seconds: float) -> bool:

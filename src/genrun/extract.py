@@ -1,0 +1,77 @@
+"""Answer extraction (`scoring.extract`): the part of a model's answer that is scored.
+
+A model answers in sentences ("I think the answer is (B).", "... so she has 72 apples.");
+a benchmark's reference is a letter, a number or a worked solution ending "#### 72". Each
+extractor reads both the same way, so they compare as equals. None: nothing was found.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+# Highest priority first; within a pattern the last match wins (models restate, then conclude).
+CHOICE_PATTERNS = [
+    re.compile(r"(?i:answer)\s*(?i:is|:)?\s*(?i:option\s*)?[(\[]?\s*([A-J])\b"),
+    re.compile(r"\(([A-J])\)"),
+    re.compile(r"^\s*\**([A-J])\**\s*(?:[.):]|$)"),
+    re.compile(r"\b([A-J])[.)]?\s*$"),
+]
+NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+FINAL_MARK = "####"  # GSM8K's references end "#### 72"
+
+
+def choice(text: str) -> str | None:
+    """A choice letter A-J: from "answer is (B)", "Answer: B", "(B)", "B." or a lone "B"."""
+    for pattern in CHOICE_PATTERNS:
+        found = pattern.findall(text)
+        if found:
+            return found[-1].upper()
+    return None
+
+
+def number(text: str) -> str | None:
+    """The last number (after "####" when there is one), commas and units dropped, written
+    canonically: "$1,000.00" -> "1000", "3.50" -> "3.5"."""
+    if FINAL_MARK in text:
+        text = text.rsplit(FINAL_MARK, 1)[1]
+    found = NUMBER.findall(text)
+    if not found:
+        return None
+    value = float(found[-1].replace(",", ""))
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def boxed(text: str) -> str | None:
+    """The content of the last LaTeX \\boxed{...} (braces inside it balanced)."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, begin = 0, start + len("\\boxed{")
+    for position in range(begin, len(text)):
+        if text[position] == "{":
+            depth += 1
+        elif text[position] == "}":
+            if depth == 0:
+                return text[begin:position].strip()
+            depth -= 1
+    return None
+
+
+def regex(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
+    """The pattern's first group (or whole match) at its last match."""
+
+    def extract(text: str) -> str | None:
+        matches = list(pattern.finditer(text))
+        if not matches:
+            return None
+        last = matches[-1]
+        return (last.group(1) if pattern.groups else last.group(0)).strip()
+
+    return extract
+
+
+EXTRACTORS: dict[str, Callable[[str], str | None]] = {"choice": choice, "number": number, "boxed": boxed}
+# How a reference is read for each extractor: as the answer is, except that a reference
+# without a box or a regex's shape is taken as it stands.
+READ_REFERENCE = {"choice": choice, "number": number, "boxed": lambda text: boxed(text) or text.strip()}
