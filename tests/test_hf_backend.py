@@ -84,3 +84,16 @@ def test_unknown_keys_are_named_before_the_model_loads(sampling, extra, key) -> 
 def test_missing_model_folder_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(UserError, match="no such folder"):
         HFBackend(str(tmp_path / "nope"), sampling={})
+
+
+def test_structured_outputs_hold_through_xgrammar(tiny_model: str) -> None:
+    prompts = [prompt_messages(f"Question {i}: is it so?") for i in range(8)]
+    backend = HFBackend(tiny_model, sampling={"temperature": 1.0, "max_tokens": 8, "seed": 1,
+                                              "structured_outputs": {"choice": ["yes", "no"]}}, batch_size=4)
+    answers = [c.answer for c in asyncio.run(backend.generate_batch(prompts))]
+    assert set(answers) <= {"yes", "no"} and len(answers) == 8, answers
+    backend = HFBackend(tiny_model, sampling={"temperature": 1.0, "max_tokens": 8, "seed": 1,
+                                              "structured_outputs": {"regex": "[0-9]{3}"}}, batch_size=4)
+    assert all(len(c.answer) == 3 and c.answer.isdigit() for c in asyncio.run(backend.generate_batch(prompts)))
+    with pytest.raises(UserError, match="must name one of json, regex, choice, grammar"):
+        HFBackend(tiny_model, sampling={"structured_outputs": {"choices": ["a"]}})

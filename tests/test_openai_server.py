@@ -58,3 +58,23 @@ def test_api_generate_on_the_openai_backend(vllm_server: str) -> None:
     assert first == second and len(first["ans_ls"]) == 2 and all(isinstance(a, str) for a in first["ans_ls"])
     one = asyncio.run(genrun.multiturn_generate([{"role": "user", "content": "Hi"}]))
     assert len(one["ans_ls"]) == 1
+
+
+def test_structured_outputs_reach_vllms_server(tmp_path: Path, vllm_server: str) -> None:
+    """choice goes in the body as vLLM's `structured_outputs`; a JSON schema as the standard
+    response_format, and answers are scored json_valid."""
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Question {i}: say something"}) + "\n" for i in range(8)))
+    common = ("backend=openai", f"backend.base_url={vllm_server}", "backend.model_name=tiny", "dataset=default",
+              f"dataset.path={data}", "sampling.temperature=1.0", "sampling.max_tokens=24")
+    result = run_cli(*common, "+sampling.structured_outputs={choice: [yes, no]}", f"hydra.run.dir={tmp_path / 'c'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {r["answer"] for r in read_jsonl(tmp_path / "c" / "answers.jsonl")} <= {"yes", "no"}
+    schema = "{json: {type: object, properties: {n: {type: integer}}, required: [n]}}"
+    result = run_cli(*common, f"+sampling.structured_outputs={schema}", "sampling.max_tokens=48",
+                     f"hydra.run.dir={tmp_path / 'j'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for record in read_jsonl(tmp_path / "j" / "answers.jsonl"):
+        if record["finish_reason"] == "stop":  # a cut answer cannot be whole JSON
+            assert isinstance(json.loads(record["answer"])["n"], int) and record["scores"]["json_valid"] == 1.0
+    assert "json_valid" in json.loads((tmp_path / "j" / "metrics.json").read_text())["scores"]

@@ -195,3 +195,17 @@ def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
     time.sleep(1)
     assert not [c for c in cores if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphaned engine
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
+
+
+def test_structured_choice_holds_on_a_random_weight_model(engine: VLLMBackend) -> None:
+    from genrun.backend.vllm import import_vllm, sampling_params
+
+    greedy = engine.sampling_params
+    engine.sampling_params = sampling_params(import_vllm(), {"temperature": 1.0, "max_tokens": 8, "seed": 3,
+                                                             "structured_outputs": {"choice": ["yes", "no"]}})
+    try:
+        answers = [c.answer for c in asyncio.run(engine.generate_batch(
+            [prompt_messages(f"Question {i}: is it so?") for i in range(16)]))]
+    finally:
+        engine.sampling_params = greedy
+    assert set(answers) <= {"yes", "no"} and len(answers) == 16, answers

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Mapping
 
+from genrun import structured
 from genrun.errors import UserError
 
 
@@ -49,6 +50,8 @@ def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
         rule = RULES.get(key)
         if rule is not None and not rule[0](value):
             raise UserError(f"sampling.{key}={value!r} is out of range: it must be {rule[1]}")
+    if "structured_outputs" in settings:
+        settings["structured_outputs"] = structured.check(settings["structured_outputs"])
     if settings.get("min_tokens", 0) > settings.get("max_tokens", math.inf):
         raise UserError(f"sampling.min_tokens={settings['min_tokens']} is more than "
                         f"sampling.max_tokens={settings['max_tokens']}")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 from typing import Any, Mapping
 
 from genrun.backend.base import Backend, Completion, check_extra, drop_none, split_known, template_hash
 from genrun.backend.local_model import check_model_path, gguf_file, parse_gpu_ids
-from genrun.errors import RowError, UserError
+from genrun.errors import RowError, UserError, one_line
 from genrun.images import load_image
 from genrun.prompts import Messages
 from genrun.sampling import check_sampling
@@ -17,7 +19,7 @@ log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = {
     "temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens",
-    "seed", "stop", "repetition_penalty",
+    "seed", "stop", "repetition_penalty", "structured_outputs",
 }
 
 
@@ -109,6 +111,8 @@ class HFBackend(Backend):
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        constraint = check_sampling(sampling).get("structured_outputs")
+        self.grammar = compile_grammar(constraint, self.tokenizer, config) if constraint else None
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_path, "chat_template_sha256": template_hash(self.tokenizer.chat_template)}
@@ -148,7 +152,11 @@ class HFBackend(Backend):
         else:
             batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)
-        extra = {"tokenizer": self.tokenizer} if "stop_strings" in self.generate_kwargs else {}
+        extra: dict[str, Any] = {"tokenizer": self.tokenizer} if "stop_strings" in self.generate_kwargs else {}
+        if self.grammar is not None:  # xgrammar's processor holds one generate() call's state
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            extra["logits_processor"] = [LogitsProcessor(self.grammar)]
         with torch.inference_mode():
             output = self.model.generate(**batch, **self.generate_kwargs, **extra, use_cache=True)
         # Every row is left-padded to the same width, so new tokens start at that width for all.
@@ -225,3 +233,25 @@ def device_kwargs(gpu_ids: str | int | None) -> dict[str, Any]:
         return {"device_map": {"": ids[0]}}
     memory = {i: torch.cuda.get_device_properties(i).total_memory for i in ids}
     return {"device_map": "auto", "max_memory": memory}
+
+
+def compile_grammar(constraint: Mapping[str, Any], tokenizer: Any, config: Any) -> Any:
+    """sampling.structured_outputs as an xgrammar grammar for this tokenizer (compiled once)."""
+    try:
+        import xgrammar
+    except ImportError:
+        raise UserError("sampling.structured_outputs on backend=hf needs xgrammar (pip install xgrammar); "
+                        "backend=vllm and backend=openai (on vLLM's server) take it as they are") from None
+    vocab_size = getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None)
+    compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size))
+    kind, spec = next(iter(constraint.items()))
+    try:
+        if kind == "json":
+            return compiler.compile_json_schema(json.dumps(spec))
+        if kind == "choice":
+            return compiler.compile_regex("|".join(re.escape(c) for c in spec))
+        if kind == "regex":
+            return compiler.compile_regex(spec)
+        return compiler.compile_grammar(spec)
+    except (RuntimeError, ValueError) as exc:
+        raise UserError(f"sampling.structured_outputs.{kind} could not be compiled: {one_line(exc, 300)}") from None

@@ -12,6 +12,7 @@ import time
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from genrun import structured
 from genrun.backend.base import Backend, Completion, Failure, check_extra
 from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
@@ -59,6 +60,12 @@ class OpenAIBackend(Backend):
         sampling = check_sampling(sampling)
         self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
         self.body = {k: v for k, v in sampling.items() if k not in CHAT_PARAMS}
+        schema = structured.json_schema(sampling.get("structured_outputs"))
+        if schema is not None:  # the standard field, which OpenAI and vLLM's server both read
+            del self.body["structured_outputs"]
+            self.params["response_format"] = {"type": "json_schema",
+                                              "json_schema": {"name": "answer", "schema": schema}}
+        # regex, choice and grammar stay in the body as `structured_outputs`, which vLLM's server reads
         if send_chat_template_kwargs and chat_template_kwargs:
             self.body["chat_template_kwargs"] = chat_template_kwargs
         self.body.update(extra_body)

@@ -225,6 +225,10 @@ def sampling_params(vllm: Any, sampling: dict[str, Any]) -> Any:
     """Build vLLM's SamplingParams, naming a key or value it rejects before the engine starts."""
     known = {f for f in vllm.SamplingParams.__struct_fields__ if not f.startswith("_")}
     split_known(sampling, known, "sampling", "vllm")
+    if "structured_outputs" in sampling:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        sampling = {**sampling, "structured_outputs": StructuredOutputsParams(**sampling["structured_outputs"])}
     try:
         return vllm.SamplingParams(**sampling)
     except (TypeError, *input_errors()) as exc:
