@@ -97,3 +97,14 @@ def test_structured_outputs_hold_through_xgrammar(tiny_model: str) -> None:
     assert all(len(c.answer) == 3 and c.answer.isdigit() for c in asyncio.run(backend.generate_batch(prompts)))
     with pytest.raises(UserError, match="must name one of json, regex, choice, grammar"):
         HFBackend(tiny_model, sampling={"structured_outputs": {"choices": ["a"]}})
+
+
+def test_n_samples_per_row_with_the_batch_held_to_batch_size_sequences(tiny_model: str) -> None:
+    prompts = [prompt_messages(f"Question {i}: say something") for i in range(3)]
+    backend = HFBackend(tiny_model, sampling={"temperature": 1.0, "max_tokens": 8, "seed": 1, "n": 3}, batch_size=6)
+    assert backend.batch_size == 2  # 2 prompts x 3 samples: 6 sequences a generate() call
+    completions = asyncio.run(backend.generate_batch(prompts))
+    assert all(len(c.answers) == 3 and c.answer == c.answers[0] and len(c.finish_reasons) == 3 for c in completions)
+    assert any(len(set(c.answers)) > 1 for c in completions)  # sampled, not copied
+    greedy = HFBackend(tiny_model, sampling={"temperature": 0, "max_tokens": 8, "n": 2}, batch_size=4)
+    assert all(len(set(c.answers)) == 1 for c in asyncio.run(greedy.generate_batch(prompts)))

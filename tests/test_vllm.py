@@ -76,6 +76,33 @@ def test_many_batches_stream_in_order_and_a_cancelled_batch_leaves_the_engine(en
     assert asyncio.run(engine.generate_batch([prompt_messages("Hello")]))[0].answer is not None
 
 
+def test_structured_choice_holds_on_a_random_weight_model(engine: VLLMBackend) -> None:
+    from genrun.backend.vllm import import_vllm, sampling_params
+
+    greedy = engine.sampling_params
+    engine.sampling_params = sampling_params(import_vllm(), {"temperature": 1.0, "max_tokens": 8, "seed": 3,
+                                                             "structured_outputs": {"choice": ["yes", "no"]}})
+    try:
+        answers = [c.answer for c in asyncio.run(engine.generate_batch(
+            [prompt_messages(f"Question {i}: is it so?") for i in range(16)]))]
+    finally:
+        engine.sampling_params = greedy
+    assert set(answers) <= {"yes", "no"} and len(answers) == 16, answers
+
+
+def test_n_samples_per_row_through_sampling_params(engine: VLLMBackend) -> None:
+    from genrun.backend.vllm import import_vllm, sampling_params
+
+    greedy = engine.sampling_params
+    engine.sampling_params = sampling_params(import_vllm(), {"temperature": 1.0, "max_tokens": 8, "seed": 5, "n": 3})
+    try:
+        completions = asyncio.run(engine.generate_batch([prompt_messages(f"Question {i}") for i in range(4)]))
+    finally:
+        engine.sampling_params = greedy
+    assert all(len(c.answers) == 3 and c.answer == c.answers[0] for c in completions)
+    assert all(3 <= c.completion_tokens <= 3 * 8 for c in completions)  # the samples' tokens, summed
+
+
 def test_unknown_keys_are_named_before_the_engine_starts(tiny_model: str) -> None:
     with pytest.raises(UserError, match="backend.max_model_length is not a vLLM engine argument"):
         VLLMBackend(tiny_model, sampling={}, max_model_length=512)
@@ -196,16 +223,3 @@ def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
     assert not [c for c in cores if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphaned engine
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
 
-
-def test_structured_choice_holds_on_a_random_weight_model(engine: VLLMBackend) -> None:
-    from genrun.backend.vllm import import_vllm, sampling_params
-
-    greedy = engine.sampling_params
-    engine.sampling_params = sampling_params(import_vllm(), {"temperature": 1.0, "max_tokens": 8, "seed": 3,
-                                                             "structured_outputs": {"choice": ["yes", "no"]}})
-    try:
-        answers = [c.answer for c in asyncio.run(engine.generate_batch(
-            [prompt_messages(f"Question {i}: is it so?") for i in range(16)]))]
-    finally:
-        engine.sampling_params = greedy
-    assert set(answers) <= {"yes", "no"} and len(answers) == 16, answers

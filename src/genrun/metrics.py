@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from genrun.records import read_records, write_json
+from genrun.stats import ci95
 
 log = logging.getLogger(__name__)
 
-# Scores some rows carry beside scoring.metrics: json_valid (structured outputs), judge (an LLM judge).
-EXTRA_SCORES = ["json_valid", "judge"]
 
 
 def collect(path: Path, metrics: list[str], wall: float, new_rows: int, new_tokens: int, dataset_rows: int,
@@ -44,20 +43,21 @@ def mark_error(out_dir: Path, message: str) -> None:
 
 
 def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
-    """Rows, answers, failures, tokens and mean scores of an answers file."""
-    rows = answered = unclosed = 0
+    """Rows, answers, failures, tokens, and every score's mean over the rows that have it with
+    its 95% confidence interval (scores_ci95, see stats.py) and row count (scores_rows).
+    The metrics come first in that order; then the others rows carry (pass@k, maj@n, judge)."""
+    rows = answered = unclosed = scored = cache_hits = 0
     first_error = None
     prompt_tokens = completion_tokens = 0
     have_tokens = False
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}  # a metric's mean is over the rows that have it
-    scored = 0
+    values: dict[str, list[float]] = {name: [] for name in metrics}
     for record in read_records(path):
         rows += 1
         if record.get("error") is not None:
             first_error = first_error or f"row {record['index']}: {record['error']}"
             continue
         answered += 1
+        cache_hits += bool(record.get("cached"))
         if record.get("completion_tokens") is not None:
             have_tokens = True
             prompt_tokens += record.get("prompt_tokens") or 0
@@ -66,17 +66,21 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
         if scores:
             scored += 1
             unclosed += bool(scores.get("unclosed_thinking"))
-            for name in metrics:
-                if scores.get(name) is not None:
-                    sums[name] = sums.get(name, 0.0) + float(scores[name])
-                    counts[name] = counts.get(name, 0) + 1
+            for name, value in scores.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    values.setdefault(name, []).append(float(value))
     result: dict[str, Any] = {"rows": rows, "answered": answered, "failed": rows - answered}
     if first_error:
         result["first_error"] = first_error  # what a sweep summary shows for a job with failed rows
     if have_tokens:
         result.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
-    if scored:
-        result["scores"] = {name: round(sums[name] / counts[name], 4) for name in metrics if counts.get(name)}
+    if cache_hits:
+        result["cache_hits"] = cache_hits
+    values = {name: v for name, v in values.items() if v}
+    if values:
+        result["scores"] = {name: round(sum(v) / len(v), 4) for name, v in values.items()}
+        result["scores_ci95"] = {name: [round(x, 4) for x in ci95(v)] for name, v in values.items()}
+        result["scores_rows"] = {name: len(v) for name, v in values.items()}
         result["scored_rows"] = scored
         result["unclosed_thinking"] = unclosed
     return result

@@ -18,8 +18,7 @@ from typing import Any, Iterator
 from genrun.backend.base import Completion
 from genrun.errors import cannot_write
 from genrun.scheduler import Request
-from genrun.scoring import Scorer
-from genrun.structured import valid_json
+from genrun.scoring import Scorer, score_record
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +41,13 @@ def make_record(request: Request, completion: Completion, latency: float, scorer
     )
     if completion.reasoning is not None:
         record["reasoning"] = completion.reasoning
-    if scorer.json_valid and completion.answer is not None:
-        record["scores"] = {"json_valid": valid_json(completion.answer)}
+    if completion.cached:
+        record["cached"] = True
+    if completion.answers is not None:  # sampling.n > 1
+        record.update(answers=completion.answers, finish_reasons=completion.finish_reasons)
     if reference is not None:
         record["reference"] = reference
-        if completion.answer is not None:
-            extracted, scores = scorer.score(completion.answer, reference)
-            if scorer.extract != "none":
-                record["extracted"] = extracted
-            record["scores"] = {**scores, **record.get("scores", {})}
+    score_record(record, scorer)
     return record
 
 

@@ -23,9 +23,9 @@ from genrun.config import ScoringConfig
 from genrun.errors import UserError, cannot_write
 from genrun.judge import judge_file
 from genrun.lock import RunLock
-from genrun.metrics import EXTRA_SCORES, summarize
+from genrun.metrics import summarize
 from genrun.records import now, read_records, write_json
-from genrun.scoring import Scorer
+from genrun.scoring import Scorer, score_record
 
 
 def rescore_run(answers: Path, overrides: list[str], judge: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -43,8 +43,9 @@ def rescore_run(answers: Path, overrides: list[str], judge: dict[str, Any] | Non
         rewrite(answers, scorer)
         metrics_file = run_dir / "metrics.json"
         old = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        metrics = {k: v for k, v in old.items() if k not in ("scores", "scored_rows", "unclosed_thinking")}
-        metrics.update(summarize(answers, scorer.metrics + EXTRA_SCORES))
+        metrics = {k: v for k, v in old.items()
+                   if k not in ("scores", "scores_ci95", "scores_rows", "scored_rows", "unclosed_thinking")}
+        metrics.update(summarize(answers, scorer.metrics))
         write_json(metrics_file, metrics)
         if record is not None:
             history = [*record.get("rescored", []), {"at": now(), "scoring": before, "scores": old.get("scores")}]
@@ -87,13 +88,7 @@ def rewrite(answers: Path, scorer: Scorer) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as out:
             for record in read_records(answers):
-                if record.get("answer") is not None and "reference" in record:
-                    extracted, scores = scorer.score(record["answer"], record["reference"])
-                    kept = {k: v for k, v in (record.pop("scores", None) or {}).items() if k in EXTRA_SCORES}
-                    record.pop("extracted", None)
-                    if scorer.extract != "none":
-                        record["extracted"] = extracted
-                    record["scores"] = {**scores, **kept}  # a judge's verdict is not redone here
+                score_record(record, scorer)  # a judge's verdict is kept, not redone
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
         os.replace(tmp, answers)
     except OSError as exc:

@@ -7,6 +7,8 @@ on hf, openai and vllm instead of an answer, a late error on every row, or a pai
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Callable, Mapping
 
@@ -34,7 +36,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "frequency_penalty": (lambda v: _number(v) and -2 <= v <= 2, "a number in [-2, 2]"),
     "repetition_penalty": (lambda v: _number(v) and v > 0, "a number > 0 (1: off)"),
     "seed": (_integer, "an integer"),
-    "n": (lambda v: v == 1 and _integer(v), "1: genrun records one answer per row (sweep seeds instead)"),
+    "n": (lambda v: _integer(v) and v >= 1, "an integer >= 1 (samples per row)"),
     "stop": (lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(s, str) and s for s in v)),
              "a string or a list of strings"),
     "logprobs": (lambda v: isinstance(v, bool) or (_integer(v) and v >= 0), "an integer >= 0"),
@@ -56,3 +58,10 @@ def check_sampling(sampling: Mapping[str, Any] | None) -> dict[str, Any]:
         raise UserError(f"sampling.min_tokens={settings['min_tokens']} is more than "
                         f"sampling.max_tokens={settings['max_tokens']}")
     return settings
+
+
+def row_seed(seed: int, row_id: Any) -> int:
+    """A row's own sampling seed, from the run's sampling.seed and the row's id: the same on
+    every rerun and resume, whatever batch or order the row is answered in."""
+    digest = hashlib.sha256(f"{seed}:{json.dumps(row_id, default=str)}".encode()).hexdigest()
+    return int(digest[:8], 16) & 0x7FFFFFFF

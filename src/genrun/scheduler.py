@@ -28,6 +28,7 @@ class Request:
     messages: Messages | None  # None when the row could not be built
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend
 
 
 OnAnswer = Callable[[Request, Completion, float], None]
@@ -94,14 +95,15 @@ class Scheduler:
 
     async def _answer(self, batch: list[Request]) -> None:
         started = time.perf_counter()
-        completions = await self._generate([r.messages for r in batch])
+        seeds = [r.seed for r in batch] if any(r.seed is not None for r in batch) else None
+        completions = await self._generate([r.messages for r in batch], seeds)
         if len(completions) != len(batch):
             raise RuntimeError(f"{self.backend.name} returned {len(completions)} answers for {len(batch)} rows")
         latency = time.perf_counter() - started
         for request, completion in zip(batch, completions):
             self.on_answer(request, completion, latency)
 
-    async def _generate(self, conversations: list[Messages]) -> list[Completion]:
+    async def _generate(self, conversations: list[Messages], seeds: list[int] | None) -> list[Completion]:
         """One batch, retried as the backend's classify() says; errors become error completions."""
         backend = self.backend
         try_number = 0
@@ -110,7 +112,8 @@ class Scheduler:
                 async with self.sending:
                     if self.fatal is not None:
                         raise self.fatal
-                    completions = await backend.generate_batch(conversations)
+                    completions = await (backend.generate_batch(conversations, seeds) if seeds
+                                         else backend.generate_batch(conversations))
                 self.answered_any = self.answered_any or any(c.answer is not None for c in completions)
                 return completions
             except UserError:  # FatalBackendError included

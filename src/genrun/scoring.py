@@ -8,6 +8,7 @@ extract.py), the extracted answer must equal the reference read the same way.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any, Callable, Iterable
 
 from genrun import extract as extractors
 from genrun.errors import UserError
+from genrun.structured import valid_json
 
 THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
 ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -126,3 +128,61 @@ class Scorer:
         if unclosed:
             scores["unclosed_thinking"] = True
         return extracted, scores
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """The unbiased estimator of pass@k from n samples with `correct` right (Chen et al. 2021):
+    1 - C(n - c, k) / C(n, k), the chance that k samples drawn from the n hold a right one."""
+    if n - correct < k:
+        return 1.0
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+def sample_metrics(main: str, sample_scores: list[dict[str, Any]], votes: list[str | None]) -> dict[str, float]:
+    """pass@k for k = 1, 2, 4, ... up to n (and n), and maj@n, on the main metric: a sample is
+    right when it scores 1. votes: what each sample answered (extracted or normalised)."""
+    n = len(sample_scores)
+    correct = sum(1 for s in sample_scores if s.get(main) == 1.0)
+    ks = sorted({*(2**i for i in range(n.bit_length()) if 2**i <= n), n})
+    result = {f"pass@{k}": pass_at_k(n, correct, k) for k in ks}
+    counted = Counter(v for v in votes if v is not None)
+    if counted:
+        winner = counted.most_common(1)[0][0]  # ties: the one answered first
+        result[f"maj@{n}"] = float(sample_scores[votes.index(winner)].get(main, 0.0))
+    else:
+        result[f"maj@{n}"] = 0.0
+    return result
+
+
+def score_record(record: dict[str, Any], scorer: Scorer) -> None:
+    """Set a record's `extracted` and `scores` from its answer(s) and reference. With several
+    samples (`answers`), each sample is scored (`sample_scores`), a metric's row score is its
+    mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept."""
+    old = record.pop("scores", None) or {}
+    for key in ("extracted", "sample_extracted", "sample_scores"):
+        record.pop(key, None)
+    answers = record.get("answers") or ([record["answer"]] if record.get("answer") is not None else [])
+    scores: dict[str, Any] = {k: v for k, v in old.items() if k == "judge" or (k == "json_valid" and not scorer.json_valid)}
+    if answers and scorer.json_valid:
+        scores["json_valid"] = sum(map(valid_json, answers)) / len(answers)
+    if answers and record.get("reference") is not None:
+        results = [scorer.score(a, record["reference"]) for a in answers]
+        if scorer.extract != "none":
+            record["extracted"] = results[0][0]
+        if len(answers) == 1:
+            scores.update(results[0][1])
+        else:
+            sample_scores = [r[1] for r in results]
+            record["sample_scores"] = sample_scores
+            if scorer.extract != "none":
+                record["sample_extracted"] = [r[0] for r in results]
+                votes = record["sample_extracted"]
+            else:
+                votes = [normalize(strip_thinking(a)[0]) for a in answers]
+            for name in scorer.metrics:
+                scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
+            if any(s.get("unclosed_thinking") for s in sample_scores):
+                scores["unclosed_thinking"] = True
+            scores.update(sample_metrics(scorer.metrics[0], sample_scores, votes))
+    if scores:
+        record["scores"] = scores

@@ -50,6 +50,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "rows": metrics.get("rows"),
             "failed": metrics.get("failed"),
             "scores": metrics.get("scores") or {},
+            "ci95": metrics.get("scores_ci95") or {},
             "rows_per_s": metrics.get("rows_per_s"),
             "error": metrics.get("error") or failed_rows_note(metrics),
         })
@@ -68,27 +69,61 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
              if len({r["params"].get(k) for r in rows}) > 1]
     score_names = list(dict.fromkeys([*(metric_order or []), *(s for r in rows for s in r["scores"])]))
     score_names = [s for s in score_names if any(s in r["scores"] for r in rows)]
-    header = ["job", *swept, "status", "rows", "failed", *score_names, "rows_per_s", "error"]
+    ci_columns = [f"{s}_ci95_{end}" for s in score_names for end in ("low", "high")]
+    header = ["job", *swept, "status", "rows", "failed", *score_names, *ci_columns, "rows_per_s", "error"]
     table = [
         [r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
-         *(r["scores"].get(s, "") for s in score_names), r["rows_per_s"], r["error"] or ""]
+         *(r["scores"].get(s, "") for s in score_names),
+         *((r["ci95"].get(s) or ["", ""])[end] for s in score_names for end in (0, 1)), r["rows_per_s"], r["error"] or ""]
         for r in rows
     ]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(table)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in row) + " |" for row in table]
-    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
+    # summary.md: each score with its 95% interval in one cell
+    md_header = ["job", *swept, "status", "rows", "failed", *score_names, "rows_per_s", "error"]
+    md_rows = [[r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
+                *(with_ci(r, s) for s in score_names), r["rows_per_s"], r["error"] or ""] for r in rows]
+    lines = ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
+    lines += ["| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in row) + " |" for row in md_rows]
     main = score_names[0] if score_names else "rows_per_s"
+    if main != "rows_per_s":
+        lines += ["", best_cell(rows, main)]
+    (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     plot(rows, swept, main, sweep_dir / "summary.png")
     log.info("sweep summary: %s", sweep_dir / "summary.md")
     return rows
 
 
+def with_ci(row: dict[str, Any], score: str) -> str:
+    value, ci = row["scores"].get(score), row["ci95"].get(score)
+    if value is None:
+        return ""
+    return f"{value:.4f} ({ci[0]:.4f}–{ci[1]:.4f})" if ci else f"{value:.4f}"
+
+
+def best_cell(rows: list[dict[str, Any]], main: str) -> str:
+    """The best job on the main score, and whether it is separable from the runner-up: their
+    95% intervals do not overlap (a conservative check; genrun-compare tests the pair)."""
+    ranked = sorted((r for r in rows if r["scores"].get(main) is not None), key=lambda r: -r["scores"][main])
+    if not ranked:
+        return f"No job has a {main} score."
+    best = ranked[0]
+    line = f"Best on {main}: {best['job']} ({best['scores'][main]:.4f})"
+    if len(ranked) == 1:
+        return line + "."
+    second = ranked[1]
+    separable = bool(best["ci95"].get(main) and second["ci95"].get(main)
+                     and best["ci95"][main][0] > second["ci95"][main][1])
+    return (line + f"; runner-up {second['job']} ({second['scores'][main]:.4f}): "
+            + ("separable (the 95% intervals do not overlap)." if separable else
+               "not separable (the 95% intervals overlap; genrun-compare the two runs for a paired test)."))
+
+
 def plot(rows: list[dict[str, Any]], swept: list[str], main: str, path: Path) -> None:
-    """The main score against the first swept parameter, one line per value of the second."""
+    """The main score against the first swept parameter, one line per value of the second,
+    with the 95% interval of each mean as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,17 +136,19 @@ def plot(rows: list[dict[str, Any]], swept: list[str], main: str, path: Path) ->
     x_key = swept[0] if swept else "job"
     group_key = swept[1] if len(swept) > 1 else None
     fig, ax = plt.subplots(figsize=(6, 4))
-    groups: dict[str, list[tuple[Any, float]]] = {}
+    groups: dict[str, list[tuple[Any, float, list[float]]]] = {}
     for r in rows:
         y = value(r)
         if y is None:
             continue
         x = r["params"].get(x_key, r["job"])
-        groups.setdefault(r["params"].get(group_key, "") if group_key else "", []).append((_number(x), y))
+        ci = r["ci95"].get(main) or [y, y]  # error bars: the 95% interval of the mean
+        groups.setdefault(r["params"].get(group_key, "") if group_key else "", []).append((_number(x), y, ci))
     for name, points in sorted(groups.items()):
         points.sort(key=lambda p: (isinstance(p[0], str), p[0]))
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                label=f"{group_key}={name}" if group_key else None)
+        ax.errorbar([p[0] for p in points], [p[1] for p in points], marker="o", capsize=3,
+                    yerr=[[p[1] - p[2][0] for p in points], [p[2][1] - p[1] for p in points]],
+                    label=f"{group_key}={name}" if group_key else None)
     ax.set_xlabel(x_key)
     ax.set_ylabel(main)
     ax.set_title(f"{main} by {x_key}" + (f" and {group_key}" if group_key else ""))

@@ -21,6 +21,25 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     reasoning: str | None = None
+    # With sampling.n > 1: every sample's answer and finish reason, in order (answer is the first).
+    answers: list[str | None] | None = None
+    finish_reasons: list[str | None] | None = None
+    cached: bool = False  # answered from the response cache (genrun.cache), no request sent
+
+    @staticmethod
+    def of_samples(samples: list["Completion"]) -> "Completion":
+        """One row's n samples as one completion; a row is answered only when all its samples are."""
+        failed = next((s for s in samples if s.error is not None or s.answer is None), None)
+        if failed is not None:
+            return Completion(error=failed.error or "a sample has no answer", finish_reason=failed.finish_reason)
+        if len(samples) == 1:
+            return samples[0]
+        tokens = [s.completion_tokens for s in samples]
+        return Completion(answer=samples[0].answer, finish_reason=samples[0].finish_reason,
+                          prompt_tokens=samples[0].prompt_tokens,
+                          completion_tokens=None if None in tokens else sum(tokens),
+                          reasoning=samples[0].reasoning, answers=[s.answer for s in samples],
+                          finish_reasons=[s.finish_reason for s in samples])
 
 
 @dataclass
@@ -59,7 +78,10 @@ class Backend:
         if cls.__module__ == f"genrun.backend.{cls.name}":
             Backend.registry[cls.name] = cls
 
-    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+    async def generate_batch(self, conversations: list[Messages],
+                             seeds: list[int] | None = None) -> list[Completion]:
+        """One Completion per conversation, in order. seeds (with +sampling.seed): each row's
+        own sampling seed, so its samples do not depend on the batch it lands in."""
         raise NotImplementedError
 
     def classify(self, exc: Exception) -> Failure:

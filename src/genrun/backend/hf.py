@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = {
     "temperature", "top_p", "top_k", "min_p", "max_tokens", "min_tokens",
-    "seed", "stop", "repetition_penalty", "structured_outputs",
+    "seed", "stop", "repetition_penalty", "structured_outputs", "n",
 }
 
 
@@ -67,7 +67,13 @@ class HFBackend(Backend):
         self.generate_kwargs = generate_kwargs(sampling or {})
         if batch_size < 1:
             raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
-        self.batch_size = batch_size
+        # sampling.n sequences a prompt: the batch holds batch_size sequences, so memory stays put
+        self.n = int(check_sampling(sampling).get("n", 1))
+        self._said_batch_seeds = False
+        self.batch_size = max(1, batch_size // self.n)
+        if self.n > 1 and self.batch_size * self.n != batch_size:
+            log.info("hf: %d prompts a batch, %d samples each (backend.batch_size=%d)", self.batch_size, self.n,
+                     batch_size)
         self.model_path = model_name_or_path
         seed = drop_none(sampling).get("seed", seed)
 
@@ -117,13 +123,24 @@ class HFBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_path, "chat_template_sha256": template_hash(self.tokenizer.chat_template)}
 
-    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+    async def generate_batch(self, conversations: list[Messages],
+                             seeds: list[int] | None = None) -> list[Completion]:
         # generate() runs on the event loop's own thread. hf has one batch in flight, so a
         # worker thread overlapped nothing worth having (records are written between batches
         # either way), and torch ran 3-5% slower per token from one (SmolLM2-135M, batch 1:
         # 8.9 vs 8.6 s for 6 rows). Ctrl-C now also stops generate() at once. Other tasks get
         # their turn first.
         await asyncio.sleep(0)
+        if seeds is not None:
+            # transformers samples a whole batch from one generator: a row's samples are its own
+            # only when it is alone in its batch (backend.batch_size=1)
+            if len(conversations) > 1 and not self._said_batch_seeds:
+                log.warning("hf: per-row seeds hold only with backend.batch_size=1; with %d rows a batch, "
+                            "a row's samples depend on its batch", self.batch_size)
+                self._said_batch_seeds = True
+            import transformers
+
+            transformers.set_seed(seeds[0])
         return self._generate(conversations)
 
     def _generate(self, conversations: list[Messages]) -> list[Completion]:
@@ -157,13 +174,19 @@ class HFBackend(Backend):
             from xgrammar.contrib.hf import LogitsProcessor
 
             extra["logits_processor"] = [LogitsProcessor(self.grammar)]
+        # Greedy decoding gives n equal samples: generated once, repeated.
+        sampled = self.n if self.generate_kwargs.get("do_sample") else 1
+        if sampled > 1:
+            extra["num_return_sequences"] = sampled
         with torch.inference_mode():
             output = self.model.generate(**batch, **self.generate_kwargs, **extra, use_cache=True)
-        # Every row is left-padded to the same width, so new tokens start at that width for all.
+        # Every row is left-padded to the same width, so new tokens start at that width for all;
+        # a prompt's samples are consecutive rows of the output.
         new_tokens = output[:, batch["input_ids"].shape[1] :].tolist()
         prompt_lengths = batch["attention_mask"].sum(dim=1).tolist()
-        for i, tokens, n in zip(rows, new_tokens, prompt_lengths):
-            completions[i] = self._completion(tokens, n)
+        for j, (i, length) in enumerate(zip(rows, prompt_lengths)):
+            samples = [self._completion(tokens, length) for tokens in new_tokens[j * sampled:(j + 1) * sampled]]
+            completions[i] = Completion.of_samples(samples * (self.n // sampled))
         return completions  # type: ignore[return-value]
 
     def _template_input(self, conversation: Messages) -> tuple[Messages, list[Any]]:

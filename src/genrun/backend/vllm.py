@@ -122,7 +122,8 @@ class VLLMBackend(Backend):
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
         return {"model": self.model_path, "chat_template_sha256": template_hash(getattr(tokenizer, "chat_template", None))}
 
-    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
+    async def generate_batch(self, conversations: list[Messages],
+                             seeds: list[int] | None = None) -> list[Completion]:
         loop = asyncio.get_running_loop()
         completions: list[Completion | None] = [None] * len(conversations)
         futures: dict[str, tuple[int, asyncio.Future]] = {}
@@ -130,8 +131,12 @@ class VLLMBackend(Backend):
             for position, conversation in enumerate(conversations):
                 try:
                     # One row per call: a bad row (too long, image unreachable) fails alone.
+                    params = self.sampling_params
+                    if seeds is not None:  # the row's own seed: vLLM seeds each request apart
+                        params = params.clone()
+                        params.seed = seeds[position]
                     (engine_id,) = self.llm.enqueue_chat(
-                        [conversation], self.sampling_params, use_tqdm=False,
+                        [conversation], params, use_tqdm=False,
                         chat_template_kwargs=self.chat_template_kwargs or None,
                     )
                 except self.input_errors as exc:
@@ -182,13 +187,11 @@ class VLLMBackend(Backend):
 
     @staticmethod
     def _completion(output: Any) -> Completion:
-        choice = output.outputs[0]
-        return Completion(
-            answer=choice.text,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=len(output.prompt_token_ids or []),
-            completion_tokens=len(choice.token_ids),
-        )
+        prompt_tokens = len(output.prompt_token_ids or [])
+        return Completion.of_samples([  # sampling.n of them
+            Completion(answer=choice.text, finish_reason=choice.finish_reason, prompt_tokens=prompt_tokens,
+                       completion_tokens=len(choice.token_ids))
+            for choice in sorted(output.outputs, key=lambda c: c.index)])
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory (GPU memory, or the CPU KV cache)."""

@@ -1,0 +1,88 @@
+"""genrun-compare RUN_A RUN_B [--metric M] [--json]: is run A better than run B, or is the
+difference noise? A paired comparison on the rows both runs answered (matched by id): the
+difference of mean scores with its 95% CI (paired bootstrap), a p-value (exact McNemar for
+0/1 scores, a paired permutation test otherwise), and the rows each run won."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from genrun.errors import UserError
+from genrun.records import read_records
+from genrun.stats import mcnemar, paired_bootstrap, permutation
+
+ALPHA = 0.05
+
+
+def row_scores(run: Path, metric: str) -> dict[Any, float]:
+    answers = run / "answers.jsonl" if run.is_dir() else run
+    if not answers.is_file():
+        raise UserError(f"{run}: no answers.jsonl (give a run directory)")
+    scores = {}
+    for record in read_records(answers):
+        value = (record.get("scores") or {}).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            scores[json.dumps(record.get("id"))] = float(value)
+    return scores
+
+
+def main_metric(run: Path) -> str:
+    run_json = run / "run.json"
+    saved = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    return ((saved.get("scoring") or {}).get("metrics") or ["accuracy"])[0]
+
+
+def compare(run_a: Path, run_b: Path, metric: str | None = None) -> dict[str, Any]:
+    metric = metric or main_metric(run_a)
+    a_scores, b_scores = row_scores(run_a, metric), row_scores(run_b, metric)
+    shared = [i for i in a_scores if i in b_scores]
+    if not shared:
+        raise UserError(f"no row of {run_a} and {run_b} has a {metric!r} score in both "
+                        f"({len(a_scores)} and {len(b_scores)} rows have one); choose --metric")
+    a, b = [a_scores[i] for i in shared], [b_scores[i] for i in shared]
+    differences = [x - y for x, y in zip(a, b)]
+    binary = all(v in (0.0, 1.0) for v in a + b)
+    p_value = mcnemar(a, b) if binary else permutation(differences)
+    diff = sum(differences) / len(differences)
+    ci = paired_bootstrap(differences)
+    result = {"metric": metric, "rows": len(shared), "mean_a": round(sum(a) / len(a), 4),
+              "mean_b": round(sum(b) / len(b), 4), "diff": round(diff, 4), "ci95": [round(x, 4) for x in ci],
+              "p_value": round(p_value, 6), "test": "mcnemar" if binary else "permutation",
+              "a_better": sum(d > 0 for d in differences), "b_better": sum(d < 0 for d in differences),
+              "ties": sum(d == 0 for d in differences)}
+    if p_value < ALPHA:
+        better, worse = ("A", "B") if diff > 0 else ("B", "A")
+        result["verdict"] = (f"{better} is better than {worse} on {metric}: {abs(diff):.3f} over {len(shared)} rows "
+                             f"(95% CI {ci[0]:+.3f} to {ci[1]:+.3f}, p={p_value:.3g})")
+    else:
+        result["verdict"] = (f"no significant difference on {metric} over {len(shared)} rows: {diff:+.3f} "
+                             f"(95% CI {ci[0]:+.3f} to {ci[1]:+.3f}, p={p_value:.3g})")
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="genrun-compare", description=__doc__)
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--metric", help="the score to compare (default: run A's main metric)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    try:
+        result = compare(args.run_a, args.run_b, args.metric)
+    except UserError as exc:
+        print(f"genrun-compare: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"{result['metric']}: A {result['mean_a']:.4f}, B {result['mean_b']:.4f} on {result['rows']} shared rows; "
+          f"A better on {result['a_better']}, B on {result['b_better']}, {result['ties']} ties ({result['test']})")
+    print(result["verdict"])
+
+
+if __name__ == "__main__":
+    main()

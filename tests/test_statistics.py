@@ -1,0 +1,92 @@
+"""Several samples per row, pass@k and majority vote, confidence intervals and paired
+comparisons, against a real local server whose answers are right half the time at random."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import read_jsonl, run_cli, write_jsonl
+from genrun.scoring import pass_at_k
+from genrun.stats import ci95, mcnemar, wilson
+from genrun.testing.fault_server import FaultServer
+
+
+def run_args(server: FaultServer, data: Path, out: Path, *extra: str) -> list[str]:
+    return ["backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake", "backend.retries=0",
+            "dataset=default", f"dataset.path={data}", "dataset.fields.reference=ref", "scoring.metrics=[accuracy]",
+            f"hydra.run.dir={out}", *extra]
+
+
+def capitals(tmp_path: Path, n: int = 80) -> Path:
+    return write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "prompt": f"Capital of France, take {i}?", "ref": "Paris"}
+                                              for i in range(n)])
+
+
+def test_n_samples_give_pass_at_k_majority_and_an_interval(tmp_path: Path) -> None:
+    data = capitals(tmp_path)
+    with FaultServer(work_s=0, reply=["Paris", "Rome"]) as server:
+        result = run_cli(*run_args(server, data, tmp_path / "run", "+sampling.n=4"))
+        assert result.returncode == 0, result.stderr
+        assert len(server.bodies) == 80 and all(b["n"] == 4 for b in server.bodies)  # the server's own `n`
+    records = read_jsonl(tmp_path / "run" / "answers.jsonl")
+    assert all(len(r["answers"]) == 4 and r["answer"] == r["answers"][0] and len(r["sample_scores"]) == 4
+               for r in records)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    scores, ci = metrics["scores"], metrics["scores_ci95"]
+    assert abs(scores["pass@1"] - 0.5) < 0.1 and abs(scores["pass@4"] - 0.9375) < 0.06
+    assert scores["pass@4"] > scores["pass@2"] > scores["pass@1"] == scores["accuracy"]
+    assert "maj@4" in scores and metrics["scores_rows"]["accuracy"] == 80
+    low, high = ci["accuracy"]
+    assert low < scores["accuracy"] < high and 0.05 < high - low < 0.25  # rows resampled, not samples
+
+
+def test_a_server_that_ignores_n_is_asked_again_per_sample(tmp_path: Path) -> None:
+    data = capitals(tmp_path, 5)
+    with FaultServer(work_s=0) as server:  # one choice, whatever `n` asks
+        result = run_cli(*run_args(server, data, tmp_path / "run", "+sampling.n=3"))
+        assert len(server.bodies) == 5 * 3
+    assert result.returncode == 0, result.stderr
+    assert all(len(r["answers"]) == 3 for r in read_jsonl(tmp_path / "run" / "answers.jsonl"))
+
+
+def test_compare_a_run_with_itself_and_a_real_difference(tmp_path: Path) -> None:
+    data = capitals(tmp_path)
+    with FaultServer(work_s=0, reply=["Paris", "Rome"]) as half, FaultServer(work_s=0, reply="Rome") as never:
+        assert run_cli(*run_args(half, data, tmp_path / "a")).returncode == 0
+        assert run_cli(*run_args(never, data, tmp_path / "b")).returncode == 0
+
+    def compare(*args: str) -> dict:
+        result = subprocess.run([sys.executable, "-m", "genrun.compare", *args, "--json"], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    same = compare(str(tmp_path / "a"), str(tmp_path / "a"))
+    assert (same["diff"], same["p_value"], same["rows"]) == (0.0, 1.0, 80) and "no significant" in same["verdict"]
+    real = compare(str(tmp_path / "a"), str(tmp_path / "b"))
+    assert real["p_value"] < 0.001 and real["ci95"][0] > 0.3 and real["verdict"].startswith("A is better than B")
+    assert real["a_better"] == round(real["diff"] * 80) and real["b_better"] == 0
+
+
+def test_the_estimators() -> None:
+    assert pass_at_k(4, 0, 1) == 0.0 and pass_at_k(4, 4, 1) == 1.0 and pass_at_k(4, 1, 1) == 0.25
+    assert pass_at_k(4, 2, 2) == 1 - 1 / 6  # 1 - C(2,2)/C(4,2)
+    low, high = wilson(40, 80)
+    assert abs(low - 0.393) < 0.001 and abs(high - 0.607) < 0.001  # the textbook values
+    assert abs(ci95([1.0] * 10)[1] - 1.0) < 1e-9 and abs(ci95([0.0] * 10)[0]) < 1e-9
+    assert mcnemar([1, 0, 1], [1, 0, 1]) == 1.0
+
+
+def test_each_row_gets_its_own_seed_whatever_the_concurrency(tmp_path: Path) -> None:
+    data = capitals(tmp_path, 12)
+    seeds = []
+    for concurrency in (1, 8):
+        with FaultServer(work_s=0) as server:
+            result = run_cli(*run_args(server, data, tmp_path / f"c{concurrency}", "+sampling.seed=7",
+                                       f"backend.concurrency={concurrency}"))
+            assert result.returncode == 0, result.stderr
+            seeds.append({b["messages"][-1]["content"]: b["seed"] for b in server.bodies})
+    assert seeds[0] == seeds[1] and len(set(seeds[0].values())) == 12  # the same per row, different across rows
