@@ -1,12 +1,23 @@
-"""genrun's folder in the user's cache, and building things into it once, atomically."""
+"""genrun's folder in the user's cache: things built into it once, atomically (the demo and
+test models), and the response cache of the `cache` config group."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
+import math
 import os
 import shutil
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
+
+from genrun.backend.base import Backend, Completion, Failure
+from genrun.errors import UserError
+from genrun.prompts import Messages
 
 
 def cache_root() -> Path:
@@ -33,3 +44,211 @@ def cached(name: str, build: Callable[[Path], None]) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------------------------------------
+# The response cache (the `cache` config group): answers already paid for, by everything that
+# decides them. SQLite in WAL mode: several genrun processes (a sweep's jobs) read and write it
+# at once. Only answers are kept, never errors.
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY, messages TEXT NOT NULL, parts TEXT NOT NULL, completion TEXT NOT NULL, created REAL)"""
+
+
+def default_path() -> Path:
+    return cache_root() / "responses.sqlite"
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: str | Path | None = None) -> None:
+        import sqlite3
+
+        self.path = Path(path).expanduser() if path else default_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cache.path={str(self.path)!r} cannot be opened: {exc}; choose another cache.path "
+                            "or cache=off") from None
+
+    def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored completions (as dicts) of the keys that have one."""
+        marks = ",".join("?" * len(keys))
+        rows = self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", keys).fetchall()
+        return {key: json.loads(completion) for key, completion in rows}
+
+    def put(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
+        """(key, key parts, completion) triples, in one transaction."""
+        if not entries:
+            return
+        now = time.time()
+        self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                            [(key, parts["messages"], json.dumps(parts, sort_keys=True), json.dumps(completion), now)
+                             for key, parts, completion in entries])
+
+    def stats(self) -> dict[str, Any]:
+        count, = self.db.execute("SELECT COUNT(*) FROM responses").fetchone()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {"path": str(self.path), "entries": count, "bytes": size}
+
+    def clear(self) -> int:
+        count, = self.db.execute("SELECT COUNT(*) FROM responses").fetchone()
+        self.db.execute("DELETE FROM responses")
+        self.db.execute("VACUUM")
+        return count
+
+    def explain(self, parts: dict[str, Any], before: float = math.inf) -> str:
+        """Why a row with these key parts was (or was not) answered from the entries stored
+        before `before` (a run's start): which parts differ from the nearest one with the same
+        messages."""
+        key = digest(parts)
+        if self.db.execute("SELECT 1 FROM responses WHERE key = ? AND created < ?", (key, before)).fetchone():
+            return "in the cache: the row is answered from it"
+        rows = self.db.execute("SELECT parts FROM responses WHERE messages = ? AND created < ? AND key != ?",
+                               (parts["messages"], before, key)).fetchall()
+        if not rows:
+            return ("no entry from before this run holds these messages: they were never answered, or "
+                    "the prompt differs (the data, dataset.template, system_prompt, few-shot examples or images)")
+        best = min((json.loads(r[0]) for r in rows), key=lambda other: len(differences(parts, other)))
+        return "an entry holds these messages, but differs in: " + "; ".join(differences(parts, best))
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def differences(mine: Any, other: Any, prefix: str = "") -> list[str]:
+    if isinstance(mine, dict) and isinstance(other, dict):
+        return [d for k in sorted(set(mine) | set(other))
+                for d in differences(mine.get(k), other.get(k), f"{prefix}{k}.")]
+    return [] if mine == other else [f"{prefix.rstrip('.')} ({json.dumps(mine)} here, {json.dumps(other)} cached)"]
+
+
+class CachedBackend(Backend):
+    """A backend behind the response cache: each batch's cached rows are answered from it
+    (`cached` completions), the others by the backend, whose answers are then stored. Every
+    other attribute (batch size, concurrency, retry policy, classify) is the backend's."""
+
+    def __init__(self, backend: Backend, cache: ResponseCache, run_parts: dict[str, Any]) -> None:
+        self.inner, self.cache, self.run_parts = backend, cache, run_parts
+        for name in ("name", "batch_size", "concurrency", "retries", "base_delay"):
+            setattr(self, name, getattr(backend, name))
+        self.hits = 0
+
+    def classify(self, exc: Exception) -> Failure:
+        return self.inner.classify(exc)
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def parts(self, messages: Any, seed: int | None) -> dict[str, Any]:
+        """What decides a row's answer: the run's backend, model, sampling and extra settings,
+        the row's messages (images are in them as data URLs, so by content) and its seed."""
+        return {**self.run_parts, "messages": digest(messages), "seed": seed}
+
+    async def generate_batch(self, conversations: list[Messages], seeds: list[int] | None = None) -> list[Completion]:
+        parts = [self.parts(c, seeds[i] if seeds else None) for i, c in enumerate(conversations)]
+        keys = [digest(p) for p in parts]
+        found = self.cache.get(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        answered: list[Completion] = []
+        if missing:
+            missing_seeds = [seeds[i] for i in missing] if seeds else None
+            batch = [conversations[i] for i in missing]
+            answered = await (self.inner.generate_batch(batch, missing_seeds) if missing_seeds
+                              else self.inner.generate_batch(batch))
+            self.cache.put([(keys[i], parts[i], dataclasses.asdict(c)) for i, c in zip(missing, answered)
+                            if c.error is None and c.answer is not None])
+        self.hits += len(conversations) - len(missing)
+        by_position = dict(zip(missing, answered))
+        return [by_position[i] if i in by_position else Completion(**{**found[keys[i]], "cached": True})
+                for i in range(len(conversations))]
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def close(self) -> None:
+        self.inner.close()
+        self.cache.close()
+
+
+def row_messages(run_dir: Path, index: int) -> Any:
+    """The messages a run sent for row `index`, rebuilt from its saved config (no model loaded)."""
+    import dataclasses as dc
+
+    from omegaconf import OmegaConf
+
+    import genrun.config  # noqa: F401 - registers the resolvers the saved config uses
+    from genrun import fewshot
+    from genrun.dataset import open_rows
+    from genrun.modes import request_builder, row_prompt, row_reference
+    from genrun.run import prompt_settings
+
+    saved = run_dir / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{run_dir}: no .hydra/config.yaml to rebuild the row's messages from")
+    cfg = OmegaConf.load(saved)
+    mode = str(cfg.mode)
+    fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
+    settings = prompt_settings(cfg)
+    examples, _ = fewshot.draw(OmegaConf.to_container(cfg.dataset, resolve=True),
+                               lambda row: row_prompt(row, fields, settings),
+                               lambda row: row_reference(row, fields, settings))
+    build = request_builder(mode, fields, dc.replace(settings, fewshot=examples))
+    for i, row in open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode).rows:
+        if i == index:
+            request = build(i, row)
+            if request.messages is None:
+                raise UserError(f"row {index} could not be sent: {request.error}")
+            seed = cfg.sampling.get("seed")
+            if seed is not None:
+                from genrun.sampling import row_seed
+
+                return request.messages, row_seed(int(seed), request.meta["id"])
+            return request.messages, None
+    raise UserError(f"{run_dir}: the dataset has no row {index}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="genrun-cache", description="The response cache (cache=on): "
+                                     "stats, clear, or why a row of a run was not answered from it.")
+    parser.add_argument("--path", help="the cache file (default: responses.sqlite in genrun's cache folder)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("stats", help="entries and size")
+    commands.add_parser("clear", help="delete every entry")
+    explain = commands.add_parser("explain", help="which part of a row's key differs from the nearest entry")
+    explain.add_argument("run_dir", type=Path)
+    explain.add_argument("index", type=int, help="the row's index (the records' `index`)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "explain":
+            run_json = args.run_dir / "run.json"
+            saved = json.loads(run_json.read_text()) if run_json.is_file() else {}
+            if "cache" not in saved:
+                raise UserError(f"{args.run_dir}: this run did not use the cache (cache=on), so it has no key")
+            cache = ResponseCache(args.path or saved["cache"]["path"])
+            messages, seed = row_messages(args.run_dir, args.index)
+            started = datetime.fromisoformat(saved["started_at"]).timestamp()  # what the run found there
+            print(cache.explain({**saved["cache"]["parts"], "messages": digest(messages), "seed": seed}, started))
+            return
+        cache = ResponseCache(args.path)
+        if args.command == "stats":
+            print(json.dumps(cache.stats()))
+        else:
+            print(f"genrun-cache: cleared {cache.clear()} entries from {cache.path}")
+    except UserError as exc:
+        print(f"genrun-cache: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

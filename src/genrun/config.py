@@ -86,6 +86,12 @@ class ScoringConfig:
 
 
 @dataclass
+class CacheConfig:
+    enabled: bool = False
+    path: Optional[str] = None  # null: responses.sqlite in genrun's cache folder (GENRUN_CACHE)
+
+
+@dataclass
 class JudgeConfig:
     """An LLM that scores each answer (`judge=openai`, ...): any backend, a rubric, a verdict."""
 
@@ -107,6 +113,7 @@ class GenrunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     judge: Optional[JudgeConfig] = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
     mode: Mode = Mode.generate
     system_prompt: str = ""
     image_tag: Optional[str] = None
@@ -132,6 +139,7 @@ def register() -> None:
     cs.store(group="extra", name="base_extra", node=ExtraConfig)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="scoring", name="base_scoring", node=ScoringConfig)
+    cs.store(group="cache", name="base_cache", node=CacheConfig)
 
     def data_file(name: str) -> str:
         return str(PACKAGE_DIR / "data" / name)

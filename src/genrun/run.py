@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from genrun import fewshot, provenance, resume, structured
 from genrun import metrics as run_metrics
 from genrun.backend.base import Backend, Completion
+from genrun.cache import CachedBackend, ResponseCache
 from genrun.dataset import image_base_dir, open_rows
 from genrun.errors import FatalBackendError, UserError, cannot_write
 from genrun.judge import judge_file
@@ -27,6 +28,7 @@ from genrun.lock import RunLock
 from genrun.modes import PromptSettings, request_builder, row_prompt, row_reference
 from genrun.records import AnswerLog, make_record, now, write_json
 from genrun.scheduler import OnAnswer, Request, Scheduler
+from genrun.sampling import row_seed
 from genrun.scoring import Scorer
 from genrun.templates import compile_template
 
@@ -87,6 +89,8 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
         raise UserError("dataset.fewshot.k applies to mode=generate and multimodal; a conversation brings its own turns")
     build_request = request_builder(mode, fields, dataclasses.replace(settings, fewshot=examples))
     requests = (build_request(index, row) for index, row in rows.rows if index not in answers.done)
+    if cfg.sampling.get("seed") is not None:  # each row its own seed, derived from sampling.seed and its id
+        requests = (seeded(request, int(cfg.sampling.seed)) for request in requests)
     total = None if rows.total is None else max(rows.total - len(answers.done), 0)
     progress: Any = None
     record: dict[str, Any] | None = None
@@ -104,7 +108,11 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     wall = 0.0
     try:
         backend = backend or build_backend(cfg)
+        if cfg.cache.enabled:
+            backend = with_cache(backend, cfg)
         record = provenance.run_record(cfg, backend, rows.info, started_at, resume.answer_config(cfg))
+        if cfg.cache.enabled:
+            record["cache"] = {"path": str(backend.cache.path), "parts": backend.run_parts}  # for genrun-cache explain
         record["scoring"] = scoring_settings(cfg)  # what genrun-score starts from
         write_json(out_dir / "run.json", record)
         progress = progress_bar(total)
@@ -129,7 +137,7 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
             judge_file(out_dir / "answers.jsonl", OmegaConf.to_container(cfg.judge, resolve=True))
         except (UserError, FatalBackendError, KeyboardInterrupt) as exc:
             stopped = exc
-    metrics = run_metrics.collect(out_dir / "answers.jsonl", scorer.metrics + run_metrics.EXTRA_SCORES, wall=wall, new_rows=new_rows,
+    metrics = run_metrics.collect(out_dir / "answers.jsonl", scorer.metrics, wall=wall, new_rows=new_rows,
                                   new_tokens=new_tokens, dataset_rows=rows.scanned, stopped=stopped)
     try:
         write_json(out_dir / "metrics.json", metrics)
@@ -143,6 +151,20 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
         raise stopped
     print(f"genrun: {metrics['rows']} rows, {metrics['answered']} answered, {metrics['failed']} failed -> {out_dir}")
     return metrics
+
+
+def with_cache(backend: Backend, cfg: DictConfig) -> CachedBackend:
+    """The backend behind the response cache, keyed by what decides its answers."""
+    identity = {k: v for k, v in backend.describe().items() if k not in type(backend).operational}
+    run_parts = {"backend": type(backend).__name__, "model": identity,
+                 "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
+                 "extra": OmegaConf.to_container(cfg.extra, resolve=True)}
+    return CachedBackend(backend, ResponseCache(cfg.cache.path), run_parts)
+
+
+def seeded(request: Request, seed: int) -> Request:
+    request.seed = row_seed(seed, request.meta["id"])
+    return request
 
 
 async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer) -> None:

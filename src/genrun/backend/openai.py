@@ -6,7 +6,10 @@ policy, using classify() below. The SDK's own retries are off so only that polic
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+import json
+import logging
 import os
 import time
 from types import MappingProxyType
@@ -14,6 +17,7 @@ from typing import Any, Mapping
 
 from genrun import structured
 from genrun.backend.base import Backend, Completion, Failure, check_extra
+from genrun.backend.pacing import Pacer, Window
 from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
 from genrun.sampling import check_sampling
@@ -27,13 +31,14 @@ CHAT_PARAMS = {
     "reasoning_effort", "response_format", "n",
 }
 RETRYABLE_STATUS = {408, 409, 429}
+log = logging.getLogger(__name__)
 NO_KEYS: Mapping[str, Any] = MappingProxyType({})  # an empty default that cannot be changed
 AUTH_STATUS = {401, 403}
 
 
 class OpenAIBackend(Backend):
     name = "openai"
-    operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout"})
+    operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm"})
 
     def __init__(
         self,
@@ -48,6 +53,8 @@ class OpenAIBackend(Backend):
         timeout: float = 600.0,  # seconds per request attempt
         send_chat_template_kwargs: bool = True,  # false for servers that reject unknown body fields
         extra_body: Mapping[str, Any] = NO_KEYS,  # more request-body keys
+        rpm: float | None = None,  # requests per minute, paced evenly
+        tpm: float | None = None,  # tokens per minute (estimated before a request, corrected after)
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
     ) -> None:
         if concurrency < 1:
@@ -56,6 +63,9 @@ class OpenAIBackend(Backend):
             raise UserError(f"backend.retries must be 0 or more, got {retries}")
         if timeout <= 0:
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
+        for key, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and value <= 0:
+                raise UserError(f"backend.{key} must be a positive number per minute (or null for no limit), got {value}")
         chat_template_kwargs = check_extra(extra, self.name)
         sampling = check_sampling(sampling)
         self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
@@ -76,6 +86,10 @@ class OpenAIBackend(Backend):
         self.concurrency, self.retries = concurrency, retries
         self.base_delay, self.timeout = base_delay, timeout
         self._client: Any = None
+        self._said_no_n = False
+        self.max_tokens = int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or 1024)
+        self.pacer = Pacer(rpm, tpm, self.max_tokens * int(sampling.get("n", 1)))
+        self.window = Window(concurrency)
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_name, "base_url": self.base_url}
@@ -89,34 +103,69 @@ class OpenAIBackend(Backend):
             )
         return self._client
 
-    async def generate_batch(self, conversations: list[Messages]) -> list[Completion]:
-        return [await self._answer(messages) for messages in conversations]
+    async def generate_batch(self, conversations: list[Messages],
+                             seeds: list[int] | None = None) -> list[Completion]:
+        return [await self._answer(messages, seeds[i] if seeds else None) for i, messages in enumerate(conversations)]
 
-    async def _answer(self, messages: Messages) -> Completion:
-        response = await self._get_client().chat.completions.create(
-            model=self.model_name, messages=messages, extra_body=self.body or None, **self.params
-        )
+    async def _answer(self, messages: Messages, seed: int | None = None) -> Completion:
+        params = self.params if seed is None else {**self.params, "seed": seed}
+        samples = await self._request(messages, params)
+        missing = self.params.get("n", 1) - len(samples)
+        if missing > 0:  # a server that ignores `n`: the other samples one request each
+            if not self._said_no_n:
+                log.warning("%s returned %d of n=%d samples: asking for the rest one request each",
+                            self.base_url, len(samples), self.params["n"])
+                self._said_no_n = True
+            single = {k: v for k, v in params.items() if k != "n"}
+            if seed is not None:  # each extra sample a seed of its own, still fixed by the row's
+                requests = [self._request(messages, {**single, "seed": seed + i + 1}) for i in range(missing)]
+            else:
+                requests = [self._request(messages, single) for _ in range(missing)]
+            for more in await asyncio.gather(*requests):
+                samples += more
+        return Completion.of_samples(samples[: self.params.get("n", 1)])
+
+    async def _request(self, messages: Messages, params: Mapping[str, Any]) -> list[Completion]:
+        """One request's choices, in order, as completions (the usage's tokens on the first)."""
+        import openai
+
+        # About 4 characters a token, plus the most the answers may take.
+        estimate = len(json.dumps(messages)) // 4 + self.max_tokens * int(params.get("n", 1))
+        async with self.window:
+            await self.pacer.wait(estimate)
+            try:
+                response = await self._get_client().chat.completions.create(
+                    model=self.model_name, messages=messages, extra_body=self.body or None, **params
+                )
+            except openai.RateLimitError as exc:
+                if _retry_after(exc.response.headers) is None:
+                    self.window.overloaded()
+                raise
+        self.window.succeeded()
+        await self.pacer.used(estimate, getattr(response.usage, "total_tokens", None))
         extras = response.model_extra or {}
         if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
             raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
         if not response.choices:
             raise ServerSaidError("the server answered 200 with no choices")
-        choice = response.choices[0]
-        message = choice.message
-        extras = message.model_extra or {}
-        reasoning = extras.get("reasoning_content") or extras.get("reasoning")
         usage = response.usage
-        completion = Completion(
-            answer=message.content,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None),
-            reasoning=reasoning if isinstance(reasoning, str) else None,
-        )
-        if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
-            hint = "; raise sampling.max_tokens" if choice.finish_reason == "length" else ""
-            completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
-        return completion
+        samples = []
+        for position, choice in enumerate(sorted(response.choices, key=lambda c: c.index)):
+            message = choice.message
+            extras = message.model_extra or {}
+            reasoning = extras.get("reasoning_content") or extras.get("reasoning")
+            completion = Completion(
+                answer=message.content,
+                finish_reason=choice.finish_reason,
+                prompt_tokens=getattr(usage, "prompt_tokens", None),
+                completion_tokens=getattr(usage, "completion_tokens", None) if position == 0 else 0,
+                reasoning=reasoning if isinstance(reasoning, str) else None,
+            )
+            if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
+                hint = "; raise sampling.max_tokens" if choice.finish_reason == "length" else ""
+                completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
+            samples.append(completion)
+        return samples
 
     def classify(self, exc: Exception) -> Failure:
         import openai
@@ -151,6 +200,8 @@ class OpenAIBackend(Backend):
 
     async def aclose(self) -> None:
         # The client belongs to the event loop it was used in: close it there.
+        self.pacer.reset()
+        self.window.reset()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()

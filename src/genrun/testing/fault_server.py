@@ -7,6 +7,7 @@ prompt was seen: e.g. "rate 3" answers 429 with Retry-After once, then succeeds.
 from __future__ import annotations
 
 import json
+import random
 import select
 import socket
 import threading
@@ -19,9 +20,13 @@ SLOW_S = 1.5
 
 
 class FaultServer:
-    def __init__(self, status_for_all: int | None = None, work_s: float = 0.05, reply: str | None = None) -> None:
+    def __init__(self, status_for_all: int | None = None, work_s: float = 0.05,
+                 reply: str | list[str] | None = None, seed: int = 0) -> None:
         self.status_for_all = status_for_all
-        self.reply = reply  # a model that always gives this answer (scoring tests); None: "answer to <prompt>"
+        # A model that always gives this answer (scoring tests), or one of these at random, as
+        # many as the request's `n`; None: "answer to <prompt>", one choice whatever `n` asks.
+        self.reply = reply
+        self.random = random.Random(seed)
         self.work_s = work_s  # how long a normal answer takes, as a model would
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
@@ -80,6 +85,8 @@ class FaultServer:
             return send(handler, 400, {"error": {"message": "prompt rejected"}})
         if kind == "rate" and attempt == 1:
             return send(handler, 429, {"error": {"message": "slow down"}}, {"Retry-After": str(RETRY_AFTER_S)})
+        if kind == "busy" and attempt == 1:  # overloaded, with no hint of when to come back
+            return send(handler, 429, {"error": {"message": "too many requests"}})
         if kind == "flaky" and attempt <= 2:
             return send(handler, 500, {"error": {"message": "internal"}})
         if kind == "broken":
@@ -100,6 +107,10 @@ class FaultServer:
             return
         if self.work_s:
             time.sleep(self.work_s)  # so requests overlap
+        if isinstance(self.reply, list):
+            with self.lock:
+                texts = [self.random.choice(self.reply) for _ in range(body.get("n") or 1)]
+            return send(handler, 200, completion(body, *texts))
         send(handler, 200, completion(body, self.reply if self.reply is not None else f"answer to {prompt}"))
 
 
@@ -114,12 +125,13 @@ def wait_unless_hung_up(handler: BaseHTTPRequestHandler, seconds: float) -> bool
     return True
 
 
-def completion(body: dict, text: str | None) -> dict:
+def completion(body: dict, *texts: str | None) -> dict:
     return {
         "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": text, "reasoning_content": "thought about it"}}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        "choices": [{"index": i, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text, "reasoning_content": "thought about it"}}
+                    for i, text in enumerate(texts)],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3 * len(texts), "total_tokens": 7 + 3 * len(texts)},
     }
 
 

@@ -1,0 +1,88 @@
+"""The response cache (cache=on) against a real local server: what was answered once is not
+paid for again, and a miss is explained."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import read_jsonl, run_cli, write_jsonl
+from genrun.testing.fault_server import FaultServer
+
+
+def cache_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from genrun.cache import main; main()", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_second_identical_run_sends_nothing_and_a_changed_setting_is_named(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}", "ref": f"answer to ok {i}"} for i in range(20)]
+                       + [{"prompt": "poison 20", "ref": "x"}])
+    store = tmp_path / "responses.sqlite"
+
+    def run(out: str, *extra: str, path: Path = store) -> tuple[subprocess.CompletedProcess, int]:
+        with FaultServer(work_s=0) as server:
+            result = run_cli("backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake",
+                             "backend.retries=0", "dataset=default", f"dataset.path={data}",
+                             "dataset.fields.reference=ref", "cache=on", f"cache.path={path}",
+                             f"hydra.run.dir={tmp_path / out}", *extra)
+            return result, len(server.bodies)
+
+    first, sent = run("a")
+    assert first.returncode == 1 and sent == 21  # the poisoned row failed: errors are not cached
+    second, sent = run("b")
+    assert second.returncode == 1 and sent == 1  # only the failed row is asked again
+    records = {r["index"]: r for r in read_jsonl(tmp_path / "b" / "answers.jsonl")}
+    assert all(records[i]["cached"] is True and records[i]["answer"] == f"answer to ok {i}" for i in range(20))
+    assert "cached" not in records[20]
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["cache_hits"] == 20 and metrics["scores"]["exact_match"] == 1.0
+
+    changed, sent = run("c", "sampling.temperature=0.3")
+    assert sent == 21  # another temperature: another answer
+    explained = cache_cli("explain", str(tmp_path / "c"), "3")  # against what the run found there
+    assert explained.returncode == 0, explained.stderr
+    assert "differs in: sampling.temperature (0.3 here, 0.7 cached)" in explained.stdout
+    assert cache_cli("explain", str(tmp_path / "b"), "3").stdout.startswith("in the cache")
+    assert cache_cli("explain", str(tmp_path / "a"), "3").stdout.startswith("no entry from before this run holds these messages")
+    stats = json.loads(cache_cli("--path", str(store), "stats").stdout)
+    assert stats["entries"] == 40
+    assert "cleared 40 entries" in cache_cli("--path", str(store), "clear").stdout
+
+
+def test_rpm_paces_requests_evenly_from_the_start(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(12)])
+    with FaultServer(work_s=0) as server:
+        result = run_cli("backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake",
+                         "backend.rpm=120", "dataset=default", f"dataset.path={data}", f"hydra.run.dir={tmp_path / 'r'}")
+        times = sorted(t for ts in server.attempts.values() for t in ts)
+    assert result.returncode == 0, result.stderr
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert times[-1] - times[0] >= 5.0 and min(gaps) > 0.4  # 2 a second, no burst first
+
+
+def test_tpm_paces_by_the_estimated_tokens(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(10)])
+    with FaultServer(work_s=0) as server:
+        # about 100 + 10 tokens a request at 6,600 a minute: about one request a second
+        result = run_cli("backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake",
+                         "backend.tpm=6600", "sampling.max_tokens=100", "dataset=default", f"dataset.path={data}",
+                         f"hydra.run.dir={tmp_path / 't'}")
+        times = sorted(t for ts in server.attempts.values() for t in ts)
+    assert result.returncode == 0, result.stderr
+    assert 6.0 <= times[-1] - times[0] <= 12.0
+
+
+def test_a_429_without_retry_after_halves_the_requests_in_flight(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"{'busy' if i < 8 else 'ok'} {i}"} for i in range(40)])
+    with FaultServer(work_s=0.05) as server:
+        result = run_cli("backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake",
+                         "backend.concurrency=8", "backend.base_delay=0.05", "dataset=default", f"dataset.path={data}",
+                         f"hydra.run.dir={tmp_path / 'r'}")
+    assert result.returncode == 0, result.stderr
+    log = (tmp_path / "r" / "genrun.log").read_text()
+    assert "429 without Retry-After): 4 requests in flight, was 8" in log
+    assert "requests succeed again" in log
+    assert len(read_jsonl(tmp_path / "r" / "answers.jsonl")) == 40
