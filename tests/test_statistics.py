@@ -90,3 +90,18 @@ def test_each_row_gets_its_own_seed_whatever_the_concurrency(tmp_path: Path) -> 
             assert result.returncode == 0, result.stderr
             seeds.append({b["messages"][-1]["content"]: b["seed"] for b in server.bodies})
     assert seeds[0] == seeds[1] and len(set(seeds[0].values())) == 12  # the same per row, different across rows
+
+
+def test_a_seeds_axis_is_folded_into_a_mean_and_interval_per_cell(tmp_path: Path) -> None:
+    data = capitals(tmp_path, 20)
+    sweep = tmp_path / "sweep"
+    with FaultServer(work_s=0, reply=["Paris", "Rome"]) as server:
+        result = run_cli("-m", *run_args(server, data, tmp_path / "unused")[:-1], "sampling.temperature=0,1",
+                         "+sampling.seed=0,1,2", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    summary = (sweep / "summary.md").read_text()
+    folded = summary.split("Over seeds (accuracy, mean and 95% t interval over the seeds):")[1]
+    cells = [line for line in folded.splitlines() if line.startswith("| 0 ") or line.startswith("| 1 ")]
+    assert len(cells) == 2 and all("| 3 |" in c for c in cells)  # two temperatures, three seeds each
+    assert "Best on accuracy: sampling.temperature=" in summary
+    assert len(list(sweep.glob("*/answers.jsonl"))) == 6

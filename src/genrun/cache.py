@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -184,12 +185,12 @@ def row_messages(run_dir: Path, index: int) -> Any:
 
     from omegaconf import OmegaConf
 
-    import genrun.config  # noqa: F401 - registers the resolvers the saved config uses
     from genrun import fewshot
     from genrun.dataset import open_rows
     from genrun.modes import request_builder, row_prompt, row_reference
     from genrun.run import prompt_settings
 
+    importlib.import_module("genrun.config")  # registers the resolvers the saved config uses
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise UserError(f"{run_dir}: no .hydra/config.yaml to rebuild the row's messages from")

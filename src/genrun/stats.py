@@ -82,3 +82,19 @@ def permutation(differences: Sequence[float], resamples: int = 10_000, seed: int
         signs = rng.choice([-1.0, 1.0], size=(min(chunk, resamples - start), len(data)))
         extreme += int((np.abs((signs * data).mean(axis=1)) >= observed - 1e-12).sum())
     return (extreme + 1) / (resamples + 1)
+
+
+# Student's t, two-sided 95%, for 1-30 degrees of freedom (beyond: the normal's 1.96 is close).
+T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+       2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def mean_ci95(values: Sequence[float]) -> list[float]:
+    """The t interval of a mean over a few independent repeats (a sweep's seeds)."""
+    k = len(values)
+    mean = sum(values) / k
+    if k < 2:
+        return [mean, mean]
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
+    half = (T95[k - 2] if k - 1 <= len(T95) else Z95) * sd / math.sqrt(k)
+    return [mean - half, mean + half]

@@ -17,6 +17,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from genrun.stats import mean_ci95
+
 log = logging.getLogger(__name__)
 
 class SweepFailed(BaseException):
@@ -88,12 +90,43 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
     lines = ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
     lines += ["| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in row) + " |" for row in md_rows]
     main = score_names[0] if score_names else "rows_per_s"
+    cells, axes = fold_seeds(rows, swept, main)
+    if cells is not rows:  # a seeds axis: each cell's mean over its seeds, with a t interval
+        lines += ["", f"Over seeds ({main}, mean and 95% t interval over the seeds):", "",
+                  "| " + " | ".join([*axes, "seeds", main]) + " |", "|" + "---|" * (len(axes) + 2)]
+        lines += ["| " + " | ".join([*(str(c["params"].get(k, "")) for k in axes), str(c["rows"]),
+                                     with_ci(c, main)]) + " |" for c in cells]
     if main != "rows_per_s":
-        lines += ["", best_cell(rows, main)]
+        lines += ["", best_cell(cells, main)]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
-    plot(rows, swept, main, sweep_dir / "summary.png")
+    plot(cells, axes, main, sweep_dir / "summary.png")
     log.info("sweep summary: %s", sweep_dir / "summary.md")
     return rows
+
+
+SEED_KEYS = ("seed", "sampling.seed")
+
+
+def fold_seeds(rows: list[dict[str, Any]], swept: list[str], main: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """With a seeds axis in the sweep, one cell per value of the other swept parameters: the
+    main score's mean over seeds and its t interval (the seeds are the repeats). Otherwise the
+    jobs themselves."""
+    seeds = [k for k in swept if k in SEED_KEYS]
+    if not seeds or main == "rows_per_s":
+        return rows, swept
+    axes = [k for k in swept if k not in seeds]
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["scores"].get(main) is not None and r["status"] in ("ok", "failed_rows"):
+            groups.setdefault(tuple(r["params"].get(k) for k in axes), []).append(r)
+    cells = []
+    for key, members in groups.items():
+        values = [m["scores"][main] for m in members]
+        cells.append({"job": ", ".join(f"{k}={v}" for k, v in zip(axes, key)) or "all", "status": "ok",
+                      "params": dict(zip(axes, key)), "rows": len(members), "rows_per_s": None,
+                      "scores": {main: round(sum(values) / len(values), 4)},
+                      "ci95": {main: [round(x, 4) for x in mean_ci95(values)]}})
+    return cells, axes
 
 
 def with_ci(row: dict[str, Any], score: str) -> str:
