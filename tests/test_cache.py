@@ -86,3 +86,18 @@ def test_a_429_without_retry_after_halves_the_requests_in_flight(tmp_path: Path)
     assert "429 without Retry-After): 4 requests in flight, was 8" in log
     assert "requests succeed again" in log
     assert len(read_jsonl(tmp_path / "r" / "answers.jsonl")) == 40
+
+
+def test_cost_is_the_tokens_times_the_prices_and_cached_rows_cost_nothing(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(10)])
+    sweep = tmp_path / "sweep"
+    with FaultServer(work_s=0) as server:  # 7 prompt and 3 completion tokens an answer
+        result = run_cli("-m", "backend=openai", f"backend.base_url={server.url}", "backend.model_name=fake",
+                         "+backend.prices={input_per_1m: 2.5, output_per_1m: 10}", "dataset=default",
+                         f"dataset.path={data}", "cache=on", f"cache.path={tmp_path / 'c.sqlite'}",
+                         "sampling.temperature=0.5,0.5", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    first, second = sorted(sweep.glob("*/metrics.json"))
+    assert json.loads(first.read_text())["cost"] == (10 * 7 * 2.5 + 10 * 3 * 10) / 1e6
+    assert json.loads(second.read_text())["cost"] == 0.0  # the same requests: answered from the cache
+    assert "cost" in (sweep / "summary.csv").read_text().splitlines()[0]

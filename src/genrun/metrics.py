@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 
 
 def collect(path: Path, metrics: list[str], wall: float, new_rows: int, new_tokens: int, dataset_rows: int,
-            stopped: BaseException | None) -> dict[str, Any]:
-    """metrics.json at the end of a run: the answers file's totals, this run's speed, its status."""
-    result = summarize(path, metrics)
+            stopped: BaseException | None, prices: dict[str, float] | None = None) -> dict[str, Any]:
+    """metrics.json at the end of a run: the answers file's totals, this run's speed, its status,
+    and with backend.prices what the answers cost."""
+    result = summarize(path, metrics, prices)
     result.update(wall_s=round(wall, 3), rows_this_run=new_rows, dataset_rows=dataset_rows,
                   rows_per_s=round(new_rows / wall, 3) if wall > 0 else None)
     if new_tokens and wall > 0:
@@ -42,11 +43,12 @@ def mark_error(out_dir: Path, message: str) -> None:
         log.warning("could not write %s: %s", path, exc)
 
 
-def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
+def summarize(path: Path, metrics: list[str], prices: dict[str, float] | None = None) -> dict[str, Any]:
     """Rows, answers, failures, tokens, and every score's mean over the rows that have it with
     its 95% confidence interval (scores_ci95, see stats.py) and row count (scores_rows).
     The metrics come first in that order; then the others rows carry (pass@k, maj@n, judge)."""
     rows = answered = unclosed = scored = cache_hits = 0
+    paid_prompt = paid_completion = 0  # the tokens of rows not answered from the cache
     first_error = None
     prompt_tokens = completion_tokens = 0
     have_tokens = False
@@ -62,6 +64,9 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
             have_tokens = True
             prompt_tokens += record.get("prompt_tokens") or 0
             completion_tokens += record["completion_tokens"]
+            if not record.get("cached"):
+                paid_prompt += record.get("prompt_tokens") or 0
+                paid_completion += record["completion_tokens"]
         scores = record.get("scores")
         if scores:
             scored += 1
@@ -76,6 +81,9 @@ def summarize(path: Path, metrics: list[str]) -> dict[str, Any]:
         result.update(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
     if cache_hits:
         result["cache_hits"] = cache_hits
+    if prices:
+        result["cost"] = round((paid_prompt * float(prices.get("input_per_1m", 0))
+                                + paid_completion * float(prices.get("output_per_1m", 0))) / 1e6, 6)
     values = {name: v for name, v in values.items() if v}
     if values:
         result["scores"] = {name: round(sum(v) / len(v), 4) for name, v in values.items()}

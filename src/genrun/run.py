@@ -96,11 +96,17 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     record: dict[str, Any] | None = None
     new_rows = new_tokens = 0
 
+    live = {"failed": 0, "cached": 0}  # what the progress line shows beside rows/s and the ETA
+
     def on_answer(request: Request, completion: Completion, latency: float) -> None:
         nonlocal new_rows, new_tokens
         answers.write(make_record(request, completion, latency, scorer))
         new_rows += 1
         new_tokens += completion.completion_tokens or 0
+        live["failed"] += completion.error is not None
+        live["cached"] += completion.cached
+        progress.set_postfix(tokens_per_s=round(new_tokens / max(progress.format_dict["elapsed"], 1e-3)),
+                             **{k: v for k, v in live.items() if v}, refresh=False)
         progress.update(1)
 
     stopped: BaseException | None = None  # what ended the run early; raised after metrics.json
@@ -138,7 +144,8 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
         except (UserError, FatalBackendError, KeyboardInterrupt) as exc:
             stopped = exc
     metrics = run_metrics.collect(out_dir / "answers.jsonl", scorer.metrics, wall=wall, new_rows=new_rows,
-                                  new_tokens=new_tokens, dataset_rows=rows.scanned, stopped=stopped)
+                                  new_tokens=new_tokens, dataset_rows=rows.scanned, stopped=stopped,
+                                  prices=OmegaConf.to_container(cfg.backend, resolve=True).get("prices"))
     try:
         write_json(out_dir / "metrics.json", metrics)
         if record is not None:

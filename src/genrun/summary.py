@@ -54,6 +54,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "scores": metrics.get("scores") or {},
             "ci95": metrics.get("scores_ci95") or {},
             "rows_per_s": metrics.get("rows_per_s"),
+            "cost": metrics.get("cost"),
             "error": metrics.get("error") or failed_rows_note(metrics),
         })
     return rows
@@ -72,11 +73,13 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
     score_names = list(dict.fromkeys([*(metric_order or []), *(s for r in rows for s in r["scores"])]))
     score_names = [s for s in score_names if any(s in r["scores"] for r in rows)]
     ci_columns = [f"{s}_ci95_{end}" for s in score_names for end in ("low", "high")]
-    header = ["job", *swept, "status", "rows", "failed", *score_names, *ci_columns, "rows_per_s", "error"]
+    cost = ["cost"] if any(r["cost"] is not None for r in rows) else []  # with backend.prices
+    header = ["job", *swept, "status", "rows", "failed", *score_names, *ci_columns, "rows_per_s", *cost, "error"]
     table = [
         [r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
          *(r["scores"].get(s, "") for s in score_names),
-         *((r["ci95"].get(s) or ["", ""])[end] for s in score_names for end in (0, 1)), r["rows_per_s"], r["error"] or ""]
+         *((r["ci95"].get(s) or ["", ""])[end] for s in score_names for end in (0, 1)), r["rows_per_s"],
+         *(r[c] for c in cost), r["error"] or ""]
         for r in rows
     ]
     with open(sweep_dir / "summary.csv", "w", newline="") as handle:
@@ -84,9 +87,10 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
         writer.writerow(header)
         writer.writerows(table)
     # summary.md: each score with its 95% interval in one cell
-    md_header = ["job", *swept, "status", "rows", "failed", *score_names, "rows_per_s", "error"]
+    md_header = ["job", *swept, "status", "rows", "failed", *score_names, "rows_per_s", *cost, "error"]
     md_rows = [[r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
-                *(with_ci(r, s) for s in score_names), r["rows_per_s"], r["error"] or ""] for r in rows]
+                *(with_ci(r, s) for s in score_names), r["rows_per_s"], *(r[c] for c in cost), r["error"] or ""]
+               for r in rows]
     lines = ["| " + " | ".join(md_header) + " |", "|" + "---|" * len(md_header)]
     lines += ["| " + " | ".join("" if v is None else str(v).replace("|", "\\|") for v in row) + " |" for row in md_rows]
     main = score_names[0] if score_names else "rows_per_s"

@@ -38,7 +38,8 @@ AUTH_STATUS = {401, 403}
 
 class OpenAIBackend(Backend):
     name = "openai"
-    operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm"})
+    operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm",
+                             "prices"})
 
     def __init__(
         self,
@@ -55,6 +56,7 @@ class OpenAIBackend(Backend):
         extra_body: Mapping[str, Any] = NO_KEYS,  # more request-body keys
         rpm: float | None = None,  # requests per minute, paced evenly
         tpm: float | None = None,  # tokens per minute (estimated before a request, corrected after)
+        prices: Mapping[str, float] = NO_KEYS,  # {input_per_1m: X, output_per_1m: Y}: metrics.json's cost
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
     ) -> None:
         if concurrency < 1:
