@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
+from genrun.sampling import row_seed
 from genrun.testing.fault_server import RETRY_AFTER_S, FaultServer
 
 KINDS = ["ok"] * 4 + ["rate", "flaky", "slow", "drop", "broken", "ok"]
@@ -105,7 +106,8 @@ def test_body_keys_chat_template_kwargs_and_opting_out(tmp_path: Path) -> None:
                                     "+backend.extra_body.priority=1")).returncode == 0
     first, second = server.bodies
     assert first["chat_template_kwargs"] == {"enable_thinking": False}
-    assert first["top_k"] == 20 and first["seed"] == 3 and first["temperature"] == 0.7 and first["max_tokens"] == 2048
+    assert first["top_k"] == 20 and first["temperature"] == 0.7 and first["max_tokens"] == 2048
+    assert first["seed"] == row_seed(3, 0)  # the row's own seed, from sampling.seed and its id
     assert "chat_template_kwargs" not in second and second["priority"] == 1
 
 
