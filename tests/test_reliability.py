@@ -268,7 +268,7 @@ def test_sampling_values_are_checked_alike_before_anything_starts(
 def test_the_sampling_rules() -> None:
     assert check_sampling({"temperature": 0, "top_p": 1, "top_k": -1, "max_tokens": 5, "seed": None}) == {
         "temperature": 0, "top_p": 1, "top_k": -1, "max_tokens": 5}
-    for bad in ({"top_p": 0}, {"min_p": 1.5}, {"top_k": 2.5}, {"n": 2}, {"stop": 3}, {"repetition_penalty": 0},
+    for bad in ({"top_p": 0}, {"min_p": 1.5}, {"top_k": 2.5}, {"n": 0}, {"stop": 3}, {"repetition_penalty": 0},
                 {"presence_penalty": 3}, {"temperature": True}, {"min_tokens": 9, "max_tokens": 4}):
         with pytest.raises(UserError, match="sampling"):
             check_sampling(bad)

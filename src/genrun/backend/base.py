@@ -3,6 +3,7 @@ genrun.scheduler, records in genrun.records, so a backend only answers a batch o
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
@@ -29,11 +30,11 @@ class Completion:
     @staticmethod
     def of_samples(samples: list["Completion"]) -> "Completion":
         """One row's n samples as one completion; a row is answered only when all its samples are."""
-        failed = next((s for s in samples if s.error is not None or s.answer is None), None)
-        if failed is not None:
-            return Completion(error=failed.error or "a sample has no answer", finish_reason=failed.finish_reason)
         if len(samples) == 1:
             return samples[0]
+        failed = next((s for s in samples if s.error is not None or s.answer is None), None)
+        if failed is not None:  # the failed sample's error, reasoning and tokens tell why
+            return dataclasses.replace(failed, answer=None, error=failed.error or "a sample has no answer")
         tokens = [s.completion_tokens for s in samples]
         return Completion(answer=samples[0].answer, finish_reason=samples[0].finish_reason,
                           prompt_tokens=samples[0].prompt_tokens,
