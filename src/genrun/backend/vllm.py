@@ -200,7 +200,7 @@ class VLLMBackend(Backend):
         if llm is None:
             return
         try:
-            internals.shutdown(llm)
+            internals.shutdown(llm, at_once=self._death is None)
         except Exception:  # noqa: BLE001 - shutting down must not hide the run's outcome
             log.warning("vLLM engine shutdown raised", exc_info=True)
         del llm
