@@ -181,14 +181,10 @@ class CachedBackend(Backend):
 
 def row_messages(run_dir: Path, index: int) -> Any:
     """The messages a run sent for row `index`, rebuilt from its saved config (no model loaded)."""
-    import dataclasses as dc
-
     from omegaconf import OmegaConf
 
-    from genrun import fewshot
     from genrun.dataset import open_rows
-    from genrun.modes import request_builder, row_prompt, row_reference
-    from genrun.run import prompt_settings
+    from genrun.run import request_maker
 
     importlib.import_module("genrun.config")  # registers the resolvers the saved config uses
     saved = run_dir / ".hydra" / "config.yaml"
@@ -196,23 +192,13 @@ def row_messages(run_dir: Path, index: int) -> Any:
         raise UserError(f"{run_dir}: no .hydra/config.yaml to rebuild the row's messages from")
     cfg = OmegaConf.load(saved)
     mode = str(cfg.mode)
-    fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
-    settings = prompt_settings(cfg)
-    examples, _ = fewshot.draw(OmegaConf.to_container(cfg.dataset, resolve=True),
-                               lambda row: row_prompt(row, fields, settings),
-                               lambda row: row_reference(row, fields, settings))
-    build = request_builder(mode, fields, dc.replace(settings, fewshot=examples))
+    build, _ = request_maker(cfg, mode)
     for i, row in open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode).rows:
         if i == index:
             request = build(i, row)
             if request.messages is None:
                 raise UserError(f"row {index} could not be sent: {request.error}")
-            seed = cfg.sampling.get("seed")
-            if seed is not None:
-                from genrun.sampling import row_seed
-
-                return request.messages, row_seed(int(seed), request.meta["id"])
-            return request.messages, None
+            return request.messages, request.seed
     raise UserError(f"{run_dir}: the dataset has no row {index}")
 
 

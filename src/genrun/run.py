@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -71,6 +71,30 @@ def prompt_settings(cfg: DictConfig) -> PromptSettings:
     return PromptSettings(cfg.system_prompt, cfg.image_tag, image_base_dir(str(data.path)), template, reference)
 
 
+def request_maker(cfg: DictConfig, mode: str) -> tuple[Callable[[int, Any], Request], dict[str, Any] | None]:
+    """Row -> Request as a run builds them (templates compiled, few-shot examples drawn, each
+    row's own seed when sampling.seed is set), and what run.json records of the examples.
+    genrun-cache explain rebuilds a row with it too."""
+    fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
+    settings = prompt_settings(cfg)
+    examples, shots = fewshot.draw(
+        OmegaConf.to_container(cfg.dataset, resolve=True),
+        lambda row: row_prompt(row, fields, settings), lambda row: row_reference(row, fields, settings))
+    if examples and mode == "multiturn":
+        raise UserError("dataset.fewshot.k applies to mode=generate and multimodal; a conversation brings its own turns")
+    build = request_builder(mode, fields, dataclasses.replace(settings, fewshot=examples))
+    seed = cfg.sampling.get("seed")
+    if seed is None:
+        return build, shots
+
+    def seeded(index: int, row: Any) -> Request:
+        request = build(index, row)
+        request.seed = row_seed(int(seed), request.meta["id"])  # the same whatever batch or order
+        return request
+
+    return seeded, shots
+
+
 def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer: Scorer) -> dict[str, Any]:
     """run() under the run directory's lock."""
     mode = cfg.mode.value if hasattr(cfg.mode, "value") else str(cfg.mode)
@@ -80,17 +104,8 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
     resume.check_same_dataset(saved, rows.info, bool(cfg.get("resume_allow_changed_dataset", False)))
     answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)))
-    fields = OmegaConf.to_container(cfg.dataset.fields, resolve=True)
-    settings = prompt_settings(cfg)
-    examples, rows.info["fewshot"] = fewshot.draw(
-        OmegaConf.to_container(cfg.dataset, resolve=True),
-        lambda row: row_prompt(row, fields, settings), lambda row: row_reference(row, fields, settings))
-    if examples and mode == "multiturn":
-        raise UserError("dataset.fewshot.k applies to mode=generate and multimodal; a conversation brings its own turns")
-    build_request = request_builder(mode, fields, dataclasses.replace(settings, fewshot=examples))
+    build_request, rows.info["fewshot"] = request_maker(cfg, mode)
     requests = (build_request(index, row) for index, row in rows.rows if index not in answers.done)
-    if cfg.sampling.get("seed") is not None:  # each row its own seed, derived from sampling.seed and its id
-        requests = (seeded(request, int(cfg.sampling.seed)) for request in requests)
     total = None if rows.total is None else max(rows.total - len(answers.done), 0)
     progress: Any = None
     record: dict[str, Any] | None = None
@@ -167,11 +182,6 @@ def with_cache(backend: Backend, cfg: DictConfig) -> CachedBackend:
                  "sampling": OmegaConf.to_container(cfg.sampling, resolve=True),
                  "extra": OmegaConf.to_container(cfg.extra, resolve=True)}
     return CachedBackend(backend, ResponseCache(cfg.cache.path), run_parts)
-
-
-def seeded(request: Request, seed: int) -> Request:
-    request.seed = row_seed(seed, request.meta["id"])
-    return request
 
 
 async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer) -> None:
