@@ -67,8 +67,9 @@ def requests(*prompts: str) -> list[Request]:
     return [Request(i, prompt_messages(p), meta={"prompt": p}) for i, p in enumerate(prompts)]
 
 
-def run(backend: Backend, reqs: list[Request]) -> dict[int, Completion]:
-    """Answer reqs as genrun does (the caller owns the backend: `async with`), by row index."""
+def run(backend: Backend, reqs: list[Request], retrying: list[int] | None = None) -> dict[int, Completion]:
+    """Answer reqs as genrun does (the caller owns the backend: `async with`), by row index.
+    retrying: gets each count of rows being retried, as the progress line shows it."""
     answers: dict[int, Completion] = {}
 
     def on_answer(request: Request, completion: Completion, latency: float) -> None:
@@ -77,7 +78,7 @@ def run(backend: Backend, reqs: list[Request]) -> dict[int, Completion]:
 
     async def main() -> None:
         async with backend:
-            await Scheduler(backend, on_answer).run(reqs)
+            await Scheduler(backend, on_answer, None if retrying is None else retrying.append).run(reqs)
 
     asyncio.run(main())
     return answers
@@ -111,7 +112,9 @@ def test_concurrency_bounds_the_batches_in_flight_and_is_reached() -> None:
 def test_retryable_failures_are_retried_then_answered_and_retry_after_is_waited() -> None:
     wait = Failure("HTTP 429", retryable=True, retry_after=0.2)
     backend = ScriptedBackend(retries=3, script={"busy": [wait, wait]})
-    answers = run(backend, requests("busy", "calm"))
+    retrying: list[int] = []
+    answers = run(backend, requests("busy", "calm"), retrying)
+    assert retrying == [1, 0]  # one row in retry from its first failure until it was answered
     assert answers[0].answer == "answer to busy" and answers[0].error is None
     times = backend.attempt_times["busy"]
     assert len(times) == 3
@@ -122,7 +125,9 @@ def test_retryable_failures_are_retried_then_answered_and_retry_after_is_waited(
 def test_retries_run_out_into_an_error_record_and_a_non_retryable_failure_is_tried_once() -> None:
     backend = ScriptedBackend(retries=2, script={
         "down": [Failure("HTTP 503", retryable=True)] * 5, "bad": [Failure("HTTP 400: too long")]})
-    answers = run(backend, requests("down", "bad", "fine"))
+    retrying: list[int] = []
+    answers = run(backend, requests("down", "bad", "fine"), retrying)
+    assert retrying == [1, 0]  # a row whose retries ran out is no longer counted
     assert (answers[0].answer, answers[0].error) == (None, "HTTP 503")
     assert len(backend.attempt_times["down"]) == 3  # retries + 1
     assert (answers[1].error, len(backend.attempt_times["bad"])) == ("HTTP 400: too long", 1)

@@ -31,7 +31,7 @@ class Request:
     seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend
 
 
-OnAnswer = Callable[[Request, Completion, float], None]
+OnAnswer = Callable[[Request, Completion, float | None], None]  # latency None: not timed (a Batch result)
 
 
 class Scheduler:
@@ -39,10 +39,14 @@ class Scheduler:
     latency_s) as each is known. A backend that cannot answer any row (FatalBackendError)
     stops it: no new attempt starts, and the batches in flight are cancelled."""
 
-    def __init__(self, backend: Backend, on_answer: OnAnswer) -> None:
+    def __init__(self, backend: Backend, on_answer: OnAnswer,
+                 on_retrying: Callable[[int], None] | None = None) -> None:
         if backend.concurrency < 1:
             raise UserError(f"backend.concurrency must be at least 1, got {backend.concurrency}")
         self.backend, self.on_answer = backend, on_answer
+        # Rows being retried now (waiting out a delay or asked again), told on each change: the progress line.
+        self.retrying = 0
+        self.on_retrying = on_retrying or (lambda count: None)
         self.answered_any = False  # a row answered: a "no row can succeed" error is then that row's
         self.fatal: FatalBackendError | None = None
         # `sending` bounds the attempts in flight. A batch waiting out a retry delay gives its
@@ -107,27 +111,37 @@ class Scheduler:
         """One batch, retried as the backend's classify() says; errors become error completions."""
         backend = self.backend
         try_number = 0
-        while True:
-            try:
-                async with self.sending:
-                    if self.fatal is not None:
-                        raise self.fatal
-                    completions = await (backend.generate_batch(conversations, seeds) if seeds
-                                         else backend.generate_batch(conversations))
-                self.answered_any = self.answered_any or any(c.answer is not None for c in completions)
-                return completions
-            except UserError:  # FatalBackendError included
-                raise
-            except Exception as exc:  # noqa: BLE001 - the backend classifies it
-                failure = backend.classify(exc)
-                if failure.engine_dead or (failure.no_row_can_succeed and not self.answered_any):
-                    self.fatal = self.fatal or FatalBackendError(failure.message)
-                    raise self.fatal from exc
-                if not failure.retryable or try_number >= backend.retries:
-                    return [Completion(error=failure.message) for _ in conversations]
-                delay = failure.retry_after
-                if delay is None:
-                    delay = backend.base_delay * 2**try_number + random.uniform(0, backend.base_delay)
-                log.debug("retrying %d rows in %.2fs after: %s", len(conversations), delay, failure.message)
-                await asyncio.sleep(delay)
-                try_number += 1
+        try:
+            while True:
+                try:
+                    async with self.sending:
+                        if self.fatal is not None:
+                            raise self.fatal
+                        completions = await (backend.generate_batch(conversations, seeds) if seeds
+                                             else backend.generate_batch(conversations))
+                    self.answered_any = self.answered_any or any(c.answer is not None for c in completions)
+                    return completions
+                except UserError:  # FatalBackendError included
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the backend classifies it
+                    failure = backend.classify(exc)
+                    if failure.engine_dead or (failure.no_row_can_succeed and not self.answered_any):
+                        self.fatal = self.fatal or FatalBackendError(failure.message)
+                        raise self.fatal from exc
+                    if not failure.retryable or try_number >= backend.retries:
+                        return [Completion(error=failure.message) for _ in conversations]
+                    delay = failure.retry_after
+                    if delay is None:
+                        delay = backend.base_delay * 2**try_number + random.uniform(0, backend.base_delay)
+                    log.debug("retrying %d rows in %.2fs after: %s", len(conversations), delay, failure.message)
+                    if try_number == 0:
+                        self._retrying(len(conversations))
+                    await asyncio.sleep(delay)
+                    try_number += 1
+        finally:
+            if try_number:
+                self._retrying(-len(conversations))
+
+    def _retrying(self, change: int) -> None:
+        self.retrying += change
+        self.on_retrying(self.retrying)
