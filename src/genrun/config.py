@@ -92,6 +92,14 @@ class CacheConfig:
 
 
 @dataclass
+class BatchConfig:
+    """OpenAI Batch API files (genrun.batch). backend.batch=true sends a run as a batch job."""
+
+    export: Optional[str] = None  # write the run's requests to this Batch input file; send nothing
+    results: Optional[str] = None  # read this Batch output file into the run as its records
+
+
+@dataclass
 class JudgeConfig:
     """An LLM that scores each answer (`judge=openai`, ...): any backend, a rubric, a verdict."""
 
@@ -114,6 +122,7 @@ class GenrunConfig:
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     judge: Optional[JudgeConfig] = None
     cache: CacheConfig = field(default_factory=CacheConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     mode: Mode = Mode.generate
     system_prompt: str = ""
     image_tag: Optional[str] = None
@@ -140,6 +149,7 @@ def register() -> None:
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="scoring", name="base_scoring", node=ScoringConfig)
     cs.store(group="cache", name="base_cache", node=CacheConfig)
+    cs.store(group="batch", name="base_batch", node=BatchConfig)
 
     def data_file(name: str) -> str:
         return str(PACKAGE_DIR / "data" / name)

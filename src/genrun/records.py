@@ -23,7 +23,7 @@ from genrun.scoring import Scorer, score_record
 log = logging.getLogger(__name__)
 
 
-def make_record(request: Request, completion: Completion, latency: float, scorer: Scorer) -> dict[str, Any]:
+def make_record(request: Request, completion: Completion, latency: float | None, scorer: Scorer) -> dict[str, Any]:
     """A row's record: its id and index, what the row gave (prompt or turns), the answer or
     error with its token counts, and when the row has a reference its scores (and with
     scoring.extract, the extracted answer they were computed on)."""
@@ -37,7 +37,7 @@ def make_record(request: Request, completion: Completion, latency: float, scorer
         finish_reason=completion.finish_reason,
         prompt_tokens=completion.prompt_tokens,
         completion_tokens=completion.completion_tokens,
-        latency_s=round(latency, 4),
+        latency_s=None if latency is None else round(latency, 4),  # None: read from a Batch file
     )
     if completion.reasoning is not None:
         record["reasoning"] = completion.reasoning

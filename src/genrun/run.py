@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from genrun import fewshot, provenance, resume, structured
+from genrun import batch, fewshot, provenance, resume, structured
 from genrun import metrics as run_metrics
 from genrun.backend.base import Backend, Completion
 from genrun.cache import CachedBackend, ResponseCache
@@ -111,35 +111,48 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     record: dict[str, Any] | None = None
     new_rows = new_tokens = 0
 
-    live = {"failed": 0, "cached": 0}  # what the progress line shows beside rows/s and the ETA
+    live = {"failed": 0, "retrying": 0, "cached": 0}  # the progress line, beside rows/s and the ETA
 
-    def on_answer(request: Request, completion: Completion, latency: float) -> None:
+    def show(refresh: bool = False) -> None:
+        progress.set_postfix(tokens_per_s=round(new_tokens / max(progress.format_dict["elapsed"], 1e-3)),
+                             **{k: v for k, v in live.items() if v}, refresh=refresh)
+
+    def on_answer(request: Request, completion: Completion, latency: float | None) -> None:
         nonlocal new_rows, new_tokens
         answers.write(make_record(request, completion, latency, scorer))
         new_rows += 1
         new_tokens += completion.completion_tokens or 0
         live["failed"] += completion.error is not None
         live["cached"] += completion.cached
-        progress.set_postfix(tokens_per_s=round(new_tokens / max(progress.format_dict["elapsed"], 1e-3)),
-                             **{k: v for k, v in live.items() if v}, refresh=False)
+        show()
         progress.update(1)
 
+    def on_retrying(count: int) -> None:
+        live["retrying"] = count
+        show(refresh=True)
+
+    if cfg.batch.export:
+        try:
+            return export_requests(cfg, out_dir, requests, rows.info, started_at)
+        finally:
+            answers.close()
     stopped: BaseException | None = None  # what ended the run early; raised after metrics.json
     owns_backend = backend is None
     wall = 0.0
     try:
-        backend = backend or build_backend(cfg)
-        if cfg.cache.enabled:
+        backend = backend or (batch_file_backend(cfg) if cfg.batch.results else build_backend(cfg))
+        online = not cfg.batch.results and not getattr(backend, "batch", False)
+        if cfg.cache.enabled and online:
             backend = with_cache(backend, cfg)
         record = provenance.run_record(cfg, backend, rows.info, started_at, resume.answer_config(cfg))
-        if cfg.cache.enabled:
+        if isinstance(backend, CachedBackend):
             record["cache"] = {"path": str(backend.cache.path), "parts": backend.run_parts}  # for genrun-cache explain
         record["scoring"] = scoring_settings(cfg)  # what genrun-score starts from
         write_json(out_dir / "run.json", record)
         progress = progress_bar(total)
         wall = time.perf_counter()
         try:
-            asyncio.run(answer(backend, requests, on_answer))
+            deliver(cfg, backend, requests, on_answer, on_retrying, out_dir, progress)
         finally:
             wall = time.perf_counter() - wall
     except FatalBackendError as exc:  # a rejected key, a dead engine: the rows left can be resumed
@@ -175,6 +188,54 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     return metrics
 
 
+def deliver(cfg: DictConfig, backend: Backend, requests: Iterable[Request], on_answer: OnAnswer,
+            on_retrying: Callable[[int], None], out_dir: Path, progress: Any) -> None:
+    """Answer the requests: from a Batch output file (batch.results), as one Batch API job
+    (backend.batch=true), or online through the scheduler."""
+    if cfg.batch.results:
+        path = Path(cfg.batch.results)
+        batch.import_results(batch.read_output(path, backend.completion_of), requests, on_answer, path)
+    elif getattr(backend, "batch", False):
+        asyncio.run(collect_batch(backend, requests, out_dir, on_answer, progress))
+    else:
+        asyncio.run(answer(backend, requests, on_answer, on_retrying))
+
+
+async def collect_batch(backend: Any, requests: Iterable[Request], out_dir: Path, on_answer: OnAnswer,
+                        progress: Any) -> None:
+    async with backend:
+        await batch.submit_and_collect(backend, requests, out_dir, on_answer, progress.set_postfix_str)
+
+
+def export_requests(cfg: DictConfig, out_dir: Path, requests: Iterable[Request], dataset: dict[str, Any],
+                    started_at: str) -> dict[str, Any]:
+    """batch.export: the rows left, as a Batch input file; nothing is sent. The run directory
+    keeps run.json, so batch.results=OUTPUT resume=<it> reads the answers back into it."""
+    backend = batch_file_backend(cfg)
+    path = Path(cfg.batch.export).expanduser()
+    count = batch.export(path, requests, lambda r: backend.request_body(r.messages, r.seed))
+    record = provenance.run_record(cfg, backend, dataset, started_at, resume.answer_config(cfg))
+    write_json(out_dir / "run.json", {**record, "batch_export": {"file": str(path), "requests": count}})
+    print(f"genrun: wrote {count} requests to {path}; once the batch has run, read its output back with "
+          f"batch.results=OUTPUT resume={out_dir}")
+    return {"exported": count, "file": str(path), "failed": 0}
+
+
+def batch_file_backend(cfg: DictConfig) -> Any:
+    """The requests a Batch file holds are the openai backend's: as configured with
+    backend=openai; for a local engine (vllm, hf), the same requests to its model path, as
+    vLLM's run_batch serves it. No engine starts."""
+    from hydra.utils import get_class
+
+    from genrun.backend.openai import OpenAIBackend
+
+    if get_class(cfg.backend._target_) is OpenAIBackend:
+        return build_backend(cfg)
+    return OpenAIBackend(model_name=str(cfg.backend.model_name_or_path),
+                         sampling=OmegaConf.to_container(cfg.sampling, resolve=True),
+                         extra=OmegaConf.to_container(cfg.extra, resolve=True), seed=cfg.seed)
+
+
 def with_cache(backend: Backend, cfg: DictConfig) -> CachedBackend:
     """The backend behind the response cache, keyed by what decides its answers."""
     identity = {k: v for k, v in backend.describe().items() if k not in type(backend).operational}
@@ -184,9 +245,10 @@ def with_cache(backend: Backend, cfg: DictConfig) -> CachedBackend:
     return CachedBackend(backend, ResponseCache(cfg.cache.path), run_parts)
 
 
-async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer) -> None:
+async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer,
+                 on_retrying: Callable[[int], None] | None = None) -> None:
     async with backend:  # the backend's event-loop resources live as long as this loop
-        await Scheduler(backend, on_answer).run(requests)
+        await Scheduler(backend, on_answer, on_retrying).run(requests)
 
 
 def build_backend(cfg: DictConfig) -> Backend:

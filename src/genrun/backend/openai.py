@@ -39,7 +39,7 @@ AUTH_STATUS = {401, 403}
 class OpenAIBackend(Backend):
     name = "openai"
     operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm",
-                             "prices"})
+                             "prices", "batch", "batch_poll_s"})
 
     def __init__(
         self,
@@ -58,11 +58,15 @@ class OpenAIBackend(Backend):
         tpm: float | None = None,  # tokens per minute (estimated before a request, corrected after)
         prices: Mapping[str, float] = NO_KEYS,  # {input_per_1m: X, output_per_1m: Y}: metrics.json's cost
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
+        batch: bool = False,  # send the run as one Batch API job (genrun.batch) instead of request by request
+        batch_poll_s: float = 30.0,  # seconds between looks at the batch's status
     ) -> None:
         if concurrency < 1:
             raise UserError(f"backend.concurrency must be at least 1, got {concurrency}")
         if retries < 0:
             raise UserError(f"backend.retries must be 0 or more, got {retries}")
+        if batch_poll_s <= 0:
+            raise UserError(f"backend.batch_poll_s must be a positive number of seconds, got {batch_poll_s}")
         if timeout <= 0:
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
         for key, value in (("rpm", rpm), ("tpm", tpm)):
@@ -88,6 +92,7 @@ class OpenAIBackend(Backend):
         self.concurrency, self.retries = concurrency, retries
         self.base_delay, self.timeout = base_delay, timeout
         self._client: Any = None
+        self.batch, self.batch_poll_s = batch, batch_poll_s
         self._said_no_n = False
         self.max_tokens = int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or 1024)
         self.pacer = Pacer(rpm, tpm, self.max_tokens * int(sampling.get("n", 1)))
@@ -96,7 +101,8 @@ class OpenAIBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_name, "base_url": self.base_url}
 
-    def _get_client(self) -> Any:
+    def client(self) -> Any:
+        """The SDK's AsyncOpenAI client, made on first use in the running event loop."""
         if self._client is None:
             from openai import AsyncOpenAI
 
@@ -136,7 +142,7 @@ class OpenAIBackend(Backend):
         async with self.window:
             await self.pacer.wait(estimate)
             try:
-                response = await self._get_client().chat.completions.create(
+                response = await self.client().chat.completions.create(
                     model=self.model_name, messages=messages, extra_body=self.body or None, **params
                 )
             except openai.RateLimitError as exc:
@@ -145,29 +151,25 @@ class OpenAIBackend(Backend):
                 raise
         self.window.succeeded()
         await self.pacer.used(estimate, getattr(response.usage, "total_tokens", None))
-        extras = response.model_extra or {}
-        if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
-            raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
-        if not response.choices:
-            raise ServerSaidError("the server answered 200 with no choices")
-        usage = response.usage
-        samples = []
-        for position, choice in enumerate(sorted(response.choices, key=lambda c: c.index)):
-            message = choice.message
-            extras = message.model_extra or {}
-            reasoning = extras.get("reasoning_content") or extras.get("reasoning")
-            completion = Completion(
-                answer=message.content,
-                finish_reason=choice.finish_reason,
-                prompt_tokens=getattr(usage, "prompt_tokens", None),
-                completion_tokens=getattr(usage, "completion_tokens", None) if position == 0 else 0,
-                reasoning=reasoning if isinstance(reasoning, str) else None,
-            )
-            if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
-                hint = "; raise sampling.max_tokens" if choice.finish_reason == "length" else ""
-                completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
-            samples.append(completion)
-        return samples
+        return samples_of(response)
+
+    def request_body(self, messages: Messages, seed: int | None = None) -> dict[str, Any]:
+        """The JSON body _request sends for a row: what a Batch input file holds (genrun.batch)."""
+        params = self.params if seed is None else {**self.params, "seed": seed}
+        return {"model": self.model_name, "messages": messages, **params, **self.body}
+
+    def completion_of(self, body: Mapping[str, Any]) -> Completion:
+        """A row's outcome from a chat-completion body read from a file (a Batch output line)."""
+        from openai.types.chat import ChatCompletion
+
+        try:
+            samples = samples_of(ChatCompletion.model_validate(body))
+        except (ServerSaidError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            return Completion(error=one_line(str(exc), 300))
+        wanted = self.params.get("n", 1)
+        if len(samples) < wanted:
+            return Completion(error=f"the answer holds {len(samples)} of n={wanted} samples")
+        return Completion.of_samples(samples[:wanted])
 
     def classify(self, exc: Exception) -> Failure:
         import openai
@@ -207,6 +209,33 @@ class OpenAIBackend(Backend):
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
+
+
+def samples_of(response: Any) -> list[Completion]:
+    """A chat completion's choices, in order, as completions (the usage's tokens on the first)."""
+    extras = response.model_extra or {}
+    if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
+        raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
+    if not response.choices:
+        raise ServerSaidError("the server answered 200 with no choices")
+    usage = response.usage
+    samples = []
+    for position, choice in enumerate(sorted(response.choices, key=lambda c: c.index)):
+        message = choice.message
+        extras = message.model_extra or {}
+        reasoning = extras.get("reasoning_content") or extras.get("reasoning")
+        completion = Completion(
+            answer=message.content,
+            finish_reason=choice.finish_reason,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None) if position == 0 else 0,
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+        )
+        if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
+            hint = "; raise sampling.max_tokens" if choice.finish_reason == "length" else ""
+            completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
+        samples.append(completion)
+    return samples
 
 
 class ServerSaidError(Exception):
