@@ -40,3 +40,127 @@ def test_retry_errors_removes_failed_rows_so_they_run_again(tmp_path) -> None:
     assert retried.done == {0, 2}
     retried.close()
     assert [r["index"] for r in read_records(path)] == [0, 2]
+
+
+# The index (.answers.jsonl.idx) and the saved tally: a resume reads them, not every record,
+# and they are only ever caches of the journal.
+
+def scored(index, error=None, score=1.0):
+    record = {"index": index, "answer": None if error else f"a{index}", "error": error}
+    if not error:
+        record["scores"] = {"accuracy": score, "f1": score / 2}
+    return record
+
+
+def written(path, records, metrics=("accuracy", "f1")):
+    log = AnswerLog(path, metrics=list(metrics))
+    for record in records:
+        log.write(record)
+    log.close()
+    return log
+
+
+def test_a_resume_reads_the_index_and_the_tally_not_the_records(tmp_path) -> None:
+    from genrun import done_index
+
+    path = tmp_path / "answers.jsonl"
+    written(path, [scored(i, error="500" if i == 3 else None, score=float(i % 2)) for i in range(8)])
+    assert (tmp_path / ".answers.jsonl.idx").stat().st_size == 8 * done_index.ENTRY.itemsize
+    # Proof that neither is reparsed: a record whose line the index does not check is made
+    # unreadable, in place (same length), and the resume still knows its row and counts it.
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[2] = b"#" * (len(lines[2]) - 1) + b"\n"
+    path.write_bytes(b"".join(lines[:2]) + lines[2] + b"".join(lines[3:]))
+    monkey = done_index.SPOT_CHECKS
+    done_index.SPOT_CHECKS = 1  # only the last record is checked
+    try:
+        log = AnswerLog(path, metrics=["accuracy", "f1"])
+    finally:
+        done_index.SPOT_CHECKS = monkey
+    assert log.done == set(range(8)) and log.failed_before == 1
+    assert log.tally.result()["rows"] == 8 and log.tally.result()["scores"]["accuracy"] == round(3 / 7, 4)
+    log.close()
+
+
+def test_records_a_crash_left_unindexed_are_read_from_the_tail_and_a_torn_line_cut(tmp_path) -> None:
+    from genrun.metrics import summarize
+
+    path = tmp_path / "answers.jsonl"
+    written(path, [scored(i) for i in range(5)])
+    with open(path, "a") as journal:  # written, then the process died before indexing them
+        journal.write(json.dumps(scored(5, score=0.0)) + "\n" + '{"index": 6, "answ')
+    log = AnswerLog(path, metrics=["accuracy", "f1"])
+    assert log.done == set(range(6))
+    assert log.tally.result() == summarize(path, ["accuracy", "f1"])  # the torn line is gone from both
+    log.write(scored(6))
+    log.close()
+    assert [r["index"] for r in read_records(path)] == list(range(7))
+    again = AnswerLog(path, metrics=["accuracy", "f1"])
+    assert again.done == set(range(7)) and again.tally.result() == summarize(path, ["accuracy", "f1"])
+    again.close()
+
+
+def test_a_missing_or_out_of_step_index_is_rebuilt_from_the_journal(tmp_path) -> None:
+    from genrun import done_index
+    from genrun.metrics import summarize
+
+    path = tmp_path / "answers.jsonl"
+    written(path, [scored(i, score=float(i % 3 == 0)) for i in range(40)])
+    index = tmp_path / ".answers.jsonl.idx"
+    for damage in ("missing", "torn entry", "journal rewritten by hand", "stale tally"):
+        if damage == "missing":
+            index.unlink()
+        elif damage == "torn entry":
+            index.write_bytes(index.read_bytes()[:-5])  # the last row's entry cut: read from the tail
+        elif damage == "journal rewritten by hand":  # same records, another order: every offset moves
+            lines = path.read_text().splitlines(keepends=True)
+            path.write_text("".join(reversed(lines)))
+        else:
+            (tmp_path / ".answers.jsonl.tally").write_text('{"covers": 7, "metrics": ["accuracy", "f1"]}')
+        log = AnswerLog(path, metrics=["accuracy", "f1"])
+        assert log.done == set(range(40)), damage
+        assert log.tally.result() == summarize(path, ["accuracy", "f1"]), damage
+        log.close()
+        loaded = done_index.load(path, path.stat().st_size)
+        assert loaded is not None and loaded.count == 40 and loaded.done == set(range(40)), damage
+
+
+def test_the_tally_beyond_the_bootstrap_rows_matches_the_textbook_intervals() -> None:
+    import random
+
+    from genrun.stats import BOOTSTRAP_ROWS, normal, wilson
+    from genrun.tally import Tally
+
+    rng = random.Random(0)
+    n = BOOTSTRAP_ROWS + 2_000
+    f1 = [rng.random() for _ in range(n)]
+    right = [float(rng.random() < 0.3) for _ in range(n)]
+    tally = Tally(["accuracy", "f1"])
+    for i in range(n):
+        tally.add({"index": i, "error": None, "scores": {"accuracy": right[i], "f1": f1[i]}})
+    result = tally.result()
+    assert tally.scores["f1"].values is None  # flat memory: the values are not kept
+    assert result["scores_ci95"]["f1"] == [round(x, 4) for x in normal(f1)]
+    assert result["scores_ci95"]["accuracy"] == [round(x, 4) for x in wilson(sum(right), n)]
+    assert result["scores"]["f1"] == round(sum(f1) / n, 4) and result["scores_rows"]["f1"] == n
+
+
+def test_a_resume_skips_the_done_prefix_in_the_dataset_itself(tmp_path) -> None:
+    from genrun.dataset import open_rows
+    from genrun.done_index import DoneRows
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(30)))
+    for shards, shard, limit in ((1, 0, None), (3, 1, None), (1, 0, 25), (3, 2, 20)):
+        cfg = {"path": str(data), "num_shards": shards, "shard_index": shard, "limit": limit,
+               "fields": {"prompt": "prompt"}}
+        mine = [i for i in range(30 if limit is None else limit) if i % shards == shard]
+        done = DoneRows([i for i in mine if i < 15 or i == 20])
+        rows = open_rows(cfg, "generate")
+        rows.skip_done(done)
+        left = [(i, row["prompt"]) for i, row in rows.rows if i not in done]
+        assert left == [(i, f"p{i}") for i in mine if i not in done], (shards, shard, limit)
+        everything_done = open_rows(cfg, "generate")
+        everything_done.skip_done(DoneRows(mine))
+        assert list(everything_done.rows) == []
+        assert everything_done.scanned == mine[-1] + 1  # metrics' dataset_rows: never past the data

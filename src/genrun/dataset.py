@@ -5,6 +5,7 @@ Rows are read lazily (streaming by default), so memory does not grow with the da
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -42,6 +43,18 @@ class Rows:
     # this once they are answered.
     error: UserError | None = None
 
+    rows_from: Any = None  # start -> the rows from that index on, skipping those before (see skip_done)
+
+    def skip_done(self, done: Any) -> None:
+        """Resume: start at this job's first row not done (done: done_index.DoneRows), so the
+        rows before it are skipped by datasets itself, not read and dropped one by one."""
+        shards, shard = self.info["num_shards"], self.info["shard_index"]
+        start = done.first_missing(shard, shards) if len(done) else 0
+        if start:
+            self.rows = self.rows_from(start)
+            # rows read: not past the last one done, which the dataset holds (another shard's may follow)
+            self.scanned = min(self.scanned, len(done.flags))
+
     def _count(self, rows: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             for index, row in rows:
@@ -71,13 +84,27 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
             f"dataset.shard_index={shard_index} must be in [0, dataset.num_shards={num_shards})"
         )
     result = Rows(rows=iter(()), total=None, info={})
-    rows = result._count(enumerate(itertools.chain([first], iterator)))
-    if limit is not None:
-        rows = itertools.islice(rows, int(limit))
-    # Sharding by row index (not by file) keeps shards disjoint for a single file, and the
-    # global index lets genrun-merge restore the dataset's order.
-    if num_shards > 1:
-        rows = ((i, row) for i, row in rows if i % num_shards == shard_index)
+
+    def rows_from(start: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        if limit is not None:
+            start = min(start, int(limit))
+        if start:  # datasets skips at the Arrow level: no Python row is made for what is skipped
+            result.scanned = start
+            with torch_unseen():
+                skipped = data.skip(start)
+            rows = result._count(enumerate(read_checked(skipped, files, path, start), start))
+        else:
+            rows = result._count(enumerate(itertools.chain([first], iterator)))
+        if limit is not None:
+            rows = itertools.islice(rows, int(limit) - start)
+        # Sharding by row index (not by file) keeps shards disjoint for a single file, and the
+        # global index lets genrun-merge restore the dataset's order.
+        if num_shards > 1:
+            rows = ((i, row) for i, row in rows if i % num_shards == shard_index)
+        return rows
+
+    result.rows_from = rows_from
+    rows = rows_from(0)
 
     size = _known_size(data, cfg.get("split") or "train")
     if limit is not None:
@@ -131,22 +158,9 @@ def _load(path: str, files: list[Path] | None, name: str | None, split: str, str
     datasets.disable_progress_bars()
     # datasets logs a parse error before raising it; genrun reports it once, in one line.
     datasets.logging.set_verbosity(logging.CRITICAL)
-    restore = datasets.config.TORCH_AVAILABLE
-    # datasets imports torch (1-2 s) in every IterableDataset when torch is installed, only to
-    # share the epoch with DataLoader workers. genrun has none: an OpenAI-only run stays torch-free.
-    if "torch" not in sys.modules:
-        datasets.config.TORCH_AVAILABLE = False
     try:
-        if files is not None:
-            builder = BUILDERS[files[0].suffix]
-            return datasets.load_dataset(
-                builder,
-                data_files={split: [str(f) for f in files]},
-                split=split,
-                streaming=streaming,
-                **JSON_READ if builder == "json" else {},
-            )
-        return datasets.load_dataset(path, name, split=split, streaming=streaming)
+        with torch_unseen():
+            return _load_dataset(datasets, path, files, name, split, streaming)
     except StopIteration as exc:  # datasets' json builder on a file without a row
         raise UserError(f"dataset.path={path!r} has no rows (is the file empty?)") from exc
     except Exception as exc:  # noqa: BLE001 - pyarrow, pandas, json, network: the user's data or path
@@ -154,8 +168,31 @@ def _load(path: str, files: list[Path] | None, name: str | None, split: str, str
             raise
         reason = one_line(exc, 300) or type(exc).__name__
         raise UserError(f"dataset.path={path!r} could not be opened: {reason}") from exc
+
+
+@contextlib.contextmanager
+def torch_unseen() -> Iterator[None]:
+    """datasets imports torch (1-2 s, 100 MB) in every new IterableDataset when torch is
+    installed, only to share the epoch with DataLoader workers. genrun has none: an
+    OpenAI-only run stays torch-free."""
+    import datasets
+
+    restore = datasets.config.TORCH_AVAILABLE
+    if "torch" not in sys.modules:
+        datasets.config.TORCH_AVAILABLE = False
+    try:
+        yield
     finally:
         datasets.config.TORCH_AVAILABLE = restore
+
+
+def _load_dataset(datasets: Any, path: str, files: list[Path] | None, name: str | None, split: str,
+                  streaming: bool) -> Any:
+    if files is not None:
+        builder = BUILDERS[files[0].suffix]
+        return datasets.load_dataset(builder, data_files={split: [str(f) for f in files]}, split=split,
+                                     streaming=streaming, **JSON_READ if builder == "json" else {})
+    return datasets.load_dataset(path, name, split=split, streaming=streaming)
 
 
 class BrokenDataset(UserError):
@@ -168,14 +205,14 @@ def load_checked(path: str, name: str | None, split: str) -> Iterator[dict[str, 
     return read_checked(_load(path, files, name, split, streaming=True), files, path)
 
 
-def read_checked(data: Any, files: list[Path] | None, path: str) -> Iterator[dict[str, Any]]:
+def read_checked(data: Any, files: list[Path] | None, path: str, skipped: int = 0) -> Iterator[dict[str, Any]]:
     """The dataset's rows; a parse or decode error, whenever datasets raises it, becomes
     BrokenDataset naming the file and line, after every good row before that line.
 
     datasets parses a file in pieces and fails a whole piece at once, so the rows between the
     last one it gave and the bad line are read again here (local JSON lines and CSV files),
-    which also finds the line to name."""
-    given = 0
+    which also finds the line to name. skipped: rows data was told to skip first."""
+    given = skipped
     try:
         for row in data:
             yield row

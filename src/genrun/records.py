@@ -13,12 +13,15 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
+
+from genrun import done_index
 from genrun.backend.base import Completion
 from genrun.errors import cannot_write
 from genrun.scheduler import Request
 from genrun.scoring import Scorer, score_record
+from genrun.tally import Tally, tally_path
 
 log = logging.getLogger(__name__)
 
@@ -68,53 +71,153 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 class AnswerLog:
-    def __init__(self, path: Path, retry_errors: bool = False) -> None:
+    """A run's answers.jsonl, opened for appending, with its index (done_index.py) and the
+    running tally behind metrics.json (tally.py).
+
+    Opening it decides which rows are done from the index, reading only what the index does
+    not cover (the records a crash left unindexed); the whole journal is read only when the
+    index is missing or out of step. The journal is rewritten only when it holds something
+    to drop: a garbled line, a row recorded twice, or (retry_errors) failed rows; a torn
+    last line is cut off."""
+
+    SAVE_TALLY_EVERY = 50_000  # records: what a crash costs the next resume to re-tally
+
+    def __init__(self, path: Path, retry_errors: bool = False, metrics: list[str] | None = None) -> None:
         self.path = path
-        self.done: set[int] = set()  # rows answered before this run started (resume skips them)
+        self.metrics = list(metrics or [])
+        self.done = done_index.DoneRows()  # rows answered before this run started (resume skips them)
         self.failed_before = 0
+        self.tally = Tally(self.metrics)
         self._reconcile(retry_errors)
-        self._file = open(path, "a", encoding="utf-8")
+        try:
+            self._file = open(path, "ab")
+            self._index = open(done_index.index_path(path), "ab")
+        except OSError as exc:
+            raise cannot_write(path, exc, "choose another run directory") from exc
+        self._size = self._file.tell()
+        self._unsaved = 0
 
     def _reconcile(self, retry_errors: bool) -> None:
-        """Decide which rows are done, and rewrite the file if it holds anything to drop."""
+        idx = done_index.index_path(self.path)
         if not self.path.exists():
+            done_index.forget(self.path)
+            tally_path(self.path).unlink(missing_ok=True)
             return
-        best: dict[int, bool] = {}  # index -> answered; an answer beats an error
-        lines = kept = 0
-        with open(self.path, encoding="utf-8") as handle:
-            lines = sum(1 for _ in handle)
+        size = self.path.stat().st_size
+        index = done_index.load(self.path, size)
+        saved = Tally.load(tally_path(self.path), self.metrics) if index is not None else None
+        if saved is not None and saved[1] and not index.ends_at(saved[1]):
+            saved = None  # a tally of records the journal no longer holds where it says
+        if saved is not None:
+            self.tally, tally_from = saved
+        else:
+            tally_from = 0
+        if index is None:  # none yet (a run from before the index), or out of step: rebuilt from the journal
+            writer = done_index.Writer(idx, done_index.Index(idx), "wb")
+        else:  # its entries for records the journal no longer holds (or a torn entry) go; the tail is added
+            os.truncate(idx, index.count * done_index.ENTRY.itemsize)
+            writer = done_index.Writer(idx, index)
+        garbled, last_end = False, index.covered if index is not None else 0
+        try:
+            for end, record in done_index.scan(self.path, min(tally_from, last_end)):
+                if record is None:
+                    garbled = True
+                    continue
+                if end > tally_from:
+                    self.tally.add(record)
+                if end > last_end:
+                    writer.add(record["index"], end, done_index.ok(record))
+                    last_end = end
+        finally:
+            writer.close()
+        index = writer.index
+        if garbled or index.twice or (retry_errors and index.failed):
+            index = self._rewrite(retry_errors)
+        elif last_end < size:  # a line torn by a crash mid-write: cut it off
+            with open(self.path, "r+b") as journal:
+                journal.truncate(last_end)
+        self.done = index.done
+        self.failed_before = index.failed
+        if index.count:
+            log.info("resume: %d rows already done in %s", index.count, self.path)
+
+    def _rewrite(self, retry_errors: bool) -> done_index.Index:
+        """Keep one record per row, an answer before an error, and drop failed rows with retry_errors."""
+        best: dict[int, bool] = {}
         for record in read_records(self.path):
-            kept += 1
-            best[record["index"]] = best.get(record["index"], False) or record.get("error") is None
-        keep = {i for i, ok in best.items() if ok or not retry_errors}
-        self.done = keep
-        self.failed_before = sum(1 for i in keep if not best[i])
-        if kept == lines == len(best) and len(keep) == len(best):
-            return  # nothing torn, duplicated or retried: append as is
+            best[record["index"]] = best.get(record["index"], False) or done_index.ok(record)
         seen: set[int] = set()
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
+
+        def kept() -> Iterator[dict[str, Any]]:
             for record in read_records(self.path):
                 i = record["index"]
-                answered = record.get("error") is None
-                if i in keep and i not in seen and (answered or not best[i]):
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                if i not in seen and (done_index.ok(record) or not (best[i] or retry_errors)):
                     seen.add(i)
-        os.replace(tmp, self.path)
-        log.info("resume: %d rows already done in %s", len(keep), self.path)
+                    yield record
+
+        self.tally = Tally(self.metrics)
+        return rewrite(self.path, kept(), self.tally)
 
     def write(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
-            self._file.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+            self._file.write(line)
             self._file.flush()  # a crash loses at most the rows in flight
+            self._size += len(line)
+            self._index.write(done_index.entry(record["index"], self._size, done_index.ok(record)))
+            self._index.flush()
         except OSError as exc:  # a full disk, a quota: stop the run; what is written stays
             raise cannot_write(self.path, exc, "free some space, then resume the run") from exc
+        self.tally.add(record)
+        self._unsaved += 1
+        if self._unsaved >= self.SAVE_TALLY_EVERY:
+            self._save_tally()
+
+    def _save_tally(self) -> None:
+        try:
+            self.tally.save(tally_path(self.path), self._size)
+            self._unsaved = 0
+        except OSError as exc:  # the journal is what counts; the next resume re-tallies it
+            log.warning("could not save the tally of %s: %s", self.path, exc)
 
     def close(self) -> None:
-        try:
-            self._file.close()
-        except OSError:  # the write that failed already said why
-            pass
+        for handle in (self._file, self._index):
+            try:
+                handle.close()
+            except OSError:  # the write that failed already said why
+                pass
+        self._save_tally()
+
+
+def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> done_index.Index:
+    """Write records as answers.jsonl anew, replacing it whole, with a fresh index (returned,
+    summed up); with a tally, count them into it and save it, else the saved tally is removed.
+    Streams: memory does not grow with the file."""
+    tmp = path.with_name(path.name + ".tmp")
+    index_tmp = path.with_name(path.name + ".idx.tmp")
+    writer = done_index.Writer(index_tmp, done_index.Index(done_index.index_path(path)), "wb")
+    end = 0
+    try:
+        with open(tmp, "wb") as out:
+            for record in records:
+                line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+                out.write(line)
+                end += len(line)
+                writer.add(record["index"], end, done_index.ok(record))
+                if tally is not None:
+                    tally.add(record)
+        writer.close()
+        done_index.forget(path)  # out of step from the moment the journal changes
+        tally_path(path).unlink(missing_ok=True)
+        os.replace(tmp, path)
+        os.replace(index_tmp, done_index.index_path(path))
+    finally:
+        writer.handle.close()
+        tmp.unlink(missing_ok=True)
+        index_tmp.unlink(missing_ok=True)
+    if tally is not None:
+        tally.save(tally_path(path), end)
+    return writer.index
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

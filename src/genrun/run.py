@@ -103,7 +103,9 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
     started_at = now()
     rows = open_rows(OmegaConf.to_container(cfg.dataset, resolve=True), mode)
     resume.check_same_dataset(saved, rows.info, bool(cfg.get("resume_allow_changed_dataset", False)))
-    answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)))
+    answers = AnswerLog(out_dir / "answers.jsonl", retry_errors=bool(cfg.get("retry_errors", False)),
+                        metrics=scorer.metrics)
+    rows.skip_done(answers.done)
     build_request, rows.info["fewshot"] = request_maker(cfg, mode)
     requests = (build_request(index, row) for index, row in rows.rows if index not in answers.done)
     total = None if rows.total is None else max(rows.total - len(answers.done), 0)
@@ -166,14 +168,16 @@ def answer_rows(cfg: DictConfig, out_dir: Path, backend: Backend | None, scorer:
         if owns_backend and backend is not None:
             backend.close()
     stopped = stopped or rows.error  # a data file broken after its good rows were answered
+    prices = OmegaConf.to_container(cfg.backend, resolve=True).get("prices")
+    totals = answers.tally.result(prices)  # kept as records were written: the file is not reread
     if cfg.get("judge") is not None and stopped is None:  # the answering engine is closed: its memory is free
         try:
-            judge_file(out_dir / "answers.jsonl", OmegaConf.to_container(cfg.judge, resolve=True))
+            if judge_file(out_dir / "answers.jsonl", OmegaConf.to_container(cfg.judge, resolve=True)):
+                totals = run_metrics.summarize(out_dir / "answers.jsonl", scorer.metrics, prices)
         except (UserError, FatalBackendError, KeyboardInterrupt) as exc:
             stopped = exc
-    metrics = run_metrics.collect(out_dir / "answers.jsonl", scorer.metrics, wall=wall, new_rows=new_rows,
-                                  new_tokens=new_tokens, dataset_rows=rows.scanned, stopped=stopped,
-                                  prices=OmegaConf.to_container(cfg.backend, resolve=True).get("prices"))
+    metrics = run_metrics.collect(totals, wall=wall, new_rows=new_rows, new_tokens=new_tokens,
+                                  dataset_rows=rows.scanned, stopped=stopped)
     try:
         write_json(out_dir / "metrics.json", metrics)
         if record is not None:
