@@ -11,16 +11,16 @@ judged are skipped, so a judged run can be resumed and a run judged after the fa
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
-import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from genrun.backend.base import Completion
 from genrun.errors import RowError, UserError, cannot_write
 from genrun.prompts import prompt_messages
-from genrun.records import read_records
+from genrun.records import read_records, rewrite
 from genrun.scheduler import Request
 from genrun.templates import compile_template
 
@@ -56,36 +56,39 @@ def question_of(record: Mapping[str, Any]) -> str:
 
 def judge_file(answers: Path, judge: Mapping[str, Any]) -> int:
     """Judge the answered, referenced, not yet judged rows of an answers file; rewrites it with
-    their verdicts. Returns how many rows were judged now."""
+    their verdicts. Returns how many rows were judged now. The file is streamed twice (the
+    requests, then the rewrite): memory holds the verdicts, not the records."""
     from hydra.utils import instantiate
 
     from genrun.run import answer, build_failure
 
     rubric = compile_template(str(judge["template"]), "judge.template")
     parse = verdict_parser(judge)
-    records = list(read_records(answers))
-    requests = []
-    for position, record in enumerate(records):
-        if record.get("answer") is None or "reference" not in record or "judge" in (record.get("scores") or {}):
-            continue
-        reference = record["reference"]
-        context = {**record, "question": question_of(record), "answer": record["answer"],
-                   "reference": " / ".join(map(str, reference)) if isinstance(reference, list) else reference}
-        try:
-            requests.append(Request(position, prompt_messages(rubric(context))))
-        except RowError as exc:
-            requests.append(Request(position, None, error=str(exc)))
-    if not requests:
-        return 0
 
-    def on_answer(request: Request, completion: Completion, latency: float) -> None:
-        record = records[request.index]
+    def requests() -> Iterator[Request]:
+        for position, record in enumerate(read_records(answers)):
+            if record.get("answer") is None or "reference" not in record or "judge" in (record.get("scores") or {}):
+                continue
+            reference = record["reference"]
+            context = {**record, "question": question_of(record), "answer": record["answer"],
+                       "reference": " / ".join(map(str, reference)) if isinstance(reference, list) else reference}
+            try:
+                yield Request(position, prompt_messages(rubric(context)))
+            except RowError as exc:
+                yield Request(position, None, error=str(exc))
+
+    pending = requests()
+    first = next(pending, None)
+    if first is None:
+        return 0
+    verdicts: dict[int, tuple[dict[str, Any], float | None]] = {}  # position -> (judge, verdict)
+
+    def on_answer(request: Request, completion: Completion, latency: float | None) -> None:
         verdict = parse(completion.answer) if completion.answer is not None else None
-        record["judge"] = {"text": completion.answer, "error": completion.error}
-        if verdict is not None:
-            record["scores"] = {**(record.get("scores") or {}), "judge": verdict}
-        elif completion.error is None:
-            record["judge"]["error"] = "no verdict in the judge's reply"
+        said = {"text": completion.answer, "error": completion.error}
+        if verdict is None and completion.error is None:
+            said["error"] = "no verdict in the judge's reply"
+        verdicts[request.index] = (said, verdict)
 
     backend_cfg = judge["backend"]
     try:
@@ -93,15 +96,21 @@ def judge_file(answers: Path, judge: Mapping[str, Any]) -> int:
     except Exception as exc:  # noqa: BLE001 - the same reporting as the answering backend
         raise build_failure(exc, "judge.backend") from exc
     try:
-        asyncio.run(answer(backend, requests, on_answer))
+        asyncio.run(answer(backend, itertools.chain([first], pending), on_answer))
     finally:
         backend.close()
-    tmp = answers.with_suffix(".jsonl.judge")
+
+    def judged() -> Iterator[dict[str, Any]]:
+        for position, record in enumerate(read_records(answers)):
+            if position in verdicts:
+                said, verdict = verdicts[position]
+                record["judge"] = said
+                if verdict is not None:
+                    record["scores"] = {**(record.get("scores") or {}), "judge": verdict}
+            yield record
+
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        os.replace(tmp, answers)
+        rewrite(answers, judged())
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise cannot_write(answers, exc, "free some space, then judge again with genrun-score") from exc
-    return len(requests)
+    return len(verdicts)

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -23,9 +23,9 @@ from genrun.config import ScoringConfig
 from genrun.errors import UserError, cannot_write
 from genrun.judge import judge_file
 from genrun.lock import RunLock
-from genrun.metrics import summarize
-from genrun.records import now, read_records, write_json
+from genrun.records import now, read_records, rewrite, write_json
 from genrun.scoring import Scorer, score_record
+from genrun.tally import Tally
 
 
 def rescore_run(answers: Path, overrides: list[str], judge: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -40,12 +40,12 @@ def rescore_run(answers: Path, overrides: list[str], judge: dict[str, Any] | Non
     with RunLock(run_dir):
         if judge is not None:
             judge_file(answers, judge)
-        rewrite(answers, scorer)
+        totals = rescored(answers, scorer)
         metrics_file = run_dir / "metrics.json"
         old = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
         metrics = {k: v for k, v in old.items()
                    if k not in ("scores", "scores_ci95", "scores_rows", "scored_rows", "unclosed_thinking")}
-        metrics.update(summarize(answers, scorer.metrics))
+        metrics.update(totals)
         write_json(metrics_file, metrics)
         if record is not None:
             history = [*record.get("rescored", []), {"at": now(), "scoring": before, "scores": old.get("scores")}]
@@ -83,17 +83,19 @@ def judge_settings(overrides: list[str]) -> dict[str, Any]:
         raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
 
 
-def rewrite(answers: Path, scorer: Scorer) -> None:
-    tmp = answers.with_suffix(".jsonl.rescore")
+def rescored(answers: Path, scorer: Scorer) -> dict[str, Any]:
+    """Rewrite the answers file with new scores, streaming; returns its totals (Tally.result)."""
+    def records() -> Iterator[dict[str, Any]]:
+        for record in read_records(answers):
+            score_record(record, scorer)  # a judge's verdict is kept, not redone
+            yield record
+
+    tally = Tally(scorer.metrics)
     try:
-        with open(tmp, "w", encoding="utf-8") as out:
-            for record in read_records(answers):
-                score_record(record, scorer)  # a judge's verdict is kept, not redone
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(tmp, answers)
+        rewrite(answers, records(), tally)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise cannot_write(answers, exc, "free some space and run genrun-score again") from exc
+    return tally.result()
 
 
 def answers_files(target: Path) -> tuple[list[Path], bool]:
