@@ -31,6 +31,8 @@ BENCHES = {
     "hf_batching_demo": ["hf_batching", "--model", "demo", "--rows", "48", "--max-tokens", "24",
                          "--repeats", "2", "--batch-sizes", "1", "8"],
     "memory": ["memory"], "startup": ["startup"],
+    # builds a 1M- and a 10M-row run once (about 3 GB in GENRUN_BENCH_DIR)
+    "big_run": ["big_run", "--rows", "1000000", "10000000", "--repeats", "2"],
 }
 MODELS = {"tiny": "tiny model", "demo": "SmolLM2-135M"}
 SCRIPTS = list(BENCHES)
@@ -113,6 +115,17 @@ def tables(results: dict[str, dict]) -> str:
                 continue
             out.append(f"| 6. Start-up, `{name}` | `backend=openai`, wall seconds | **{r(x['wall_s'], 2)} s**, heavy "
                        f"imports: {', '.join(x['heavy_imports']) or 'none'} | no torch/transformers/vllm |")
+    g = ok(results, "big_run")
+    if g:
+        for rows, x in g["sizes"].items():
+            out.append(f"| 7. Resume of a finished run, {int(rows):,} rows | the whole resume vs one plain `json.loads` "
+                       f"of its dataset and answers files | {x['resume_s']:.1f} vs {x['plain_parse_s']:.1f} s, ratio "
+                       f"**{x['resume_ratio']:.2f}**; with one row left to answer **{x['resume_plus_one_ratio']:.2f}**;"
+                       f" peak RSS {x['peak_rss_mib']:.0f} / {x['peak_rss_plus_one_mib']:.0f} MiB | ≤ 1.0 |")
+        if "rss_ratio_largest_to_smallest" in g:
+            sizes = sorted(g["sizes"], key=int)
+            out.append(f"| 7. Resume memory | peak RSS, {int(sizes[-1]):,} vs {int(sizes[0]):,} rows | ratio "
+                       f"**{g['rss_ratio_largest_to_smallest']:.2f}** | ≤ 1.5 |")
     for name, x in results.items():
         if "error" in x:
             out.append(f"| {name} | did not run | {x['error']} | |")
