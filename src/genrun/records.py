@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
-from genrun import done_index
 from genrun.backend.base import Completion
 from genrun.errors import cannot_write
 from genrun.scheduler import Request
 from genrun.scoring import Scorer, score_record
 from genrun.tally import Tally, tally_path
+
+# genrun.done_index (and so numpy) is imported where it is used: `genrun --cfg job` and the
+# other commands that only compose a config stay quick to start.
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,7 @@ class AnswerLog:
     SAVE_TALLY_EVERY = 50_000  # records: what a crash costs the next resume to re-tally
 
     def __init__(self, path: Path, retry_errors: bool = False, metrics: list[str] | None = None) -> None:
+        from genrun import done_index
         self.path = path
         self.metrics = list(metrics or [])
         self.done = done_index.DoneRows()  # rows answered before this run started (resume skips them)
@@ -98,6 +101,7 @@ class AnswerLog:
         self._unsaved = 0
 
     def _reconcile(self, retry_errors: bool) -> None:
+        from genrun import done_index
         idx = done_index.index_path(self.path)
         if not self.path.exists():
             done_index.forget(self.path)
@@ -141,8 +145,9 @@ class AnswerLog:
         if index.count:
             log.info("resume: %d rows already done in %s", index.count, self.path)
 
-    def _rewrite(self, retry_errors: bool) -> done_index.Index:
+    def _rewrite(self, retry_errors: bool) -> "done_index.Index":
         """Keep one record per row, an answer before an error, and drop failed rows with retry_errors."""
+        from genrun import done_index
         best: dict[int, bool] = {}
         for record in read_records(self.path):
             best[record["index"]] = best.get(record["index"], False) or done_index.ok(record)
@@ -159,6 +164,8 @@ class AnswerLog:
         return rewrite(self.path, kept(), self.tally)
 
     def write(self, record: dict[str, Any]) -> None:
+        from genrun import done_index
+
         line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         try:
             self._file.write(line)
@@ -189,10 +196,11 @@ class AnswerLog:
         self._save_tally()
 
 
-def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> done_index.Index:
+def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> "done_index.Index":
     """Write records as answers.jsonl anew, replacing it whole, with a fresh index (returned,
     summed up); with a tally, count them into it and save it, else the saved tally is removed.
     Streams: memory does not grow with the file."""
+    from genrun import done_index
     tmp = path.with_name(path.name + ".tmp")
     index_tmp = path.with_name(path.name + ".idx.tmp")
     writer = done_index.Writer(index_tmp, done_index.Index(done_index.index_path(path)), "wb")
