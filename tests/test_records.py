@@ -145,9 +145,12 @@ def test_the_tally_beyond_the_bootstrap_rows_matches_the_textbook_intervals() ->
     assert result["scores"]["f1"] == round(sum(f1) / n, 4) and result["scores_rows"]["f1"] == n
 
 
-def test_a_resume_skips_the_done_prefix_in_the_dataset_itself(tmp_path) -> None:
+def test_a_resume_skips_the_done_prefix_in_the_dataset_itself(tmp_path, monkeypatch) -> None:
+    from genrun import dataset
     from genrun.dataset import open_rows
     from genrun.done_index import DoneRows
+
+    monkeypatch.setattr(dataset, "SKIP_FROM", 1)  # skip() even for a few rows
 
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"p{i}"}) + "\n" for i in range(30)))
