@@ -86,6 +86,7 @@ class AnswerLog:
 
     def __init__(self, path: Path, retry_errors: bool = False, metrics: list[str] | None = None) -> None:
         from genrun import done_index
+
         self.path = path
         self.metrics = list(metrics or [])
         self.done = done_index.DoneRows()  # rows answered before this run started (resume skips them)
@@ -102,6 +103,7 @@ class AnswerLog:
 
     def _reconcile(self, retry_errors: bool) -> None:
         from genrun import done_index
+
         idx = done_index.index_path(self.path)
         if not self.path.exists():
             done_index.forget(self.path)
@@ -148,6 +150,7 @@ class AnswerLog:
     def _rewrite(self, retry_errors: bool) -> "done_index.Index":
         """Keep one record per row, an answer before an error, and drop failed rows with retry_errors."""
         from genrun import done_index
+
         best: dict[int, bool] = {}
         for record in read_records(self.path):
             best[record["index"]] = best.get(record["index"], False) or done_index.ok(record)
@@ -201,6 +204,7 @@ def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None =
     summed up); with a tally, count them into it and save it, else the saved tally is removed.
     Streams: memory does not grow with the file."""
     from genrun import done_index
+
     tmp = path.with_name(path.name + ".tmp")
     index_tmp = path.with_name(path.name + ".idx.tmp")
     writer = done_index.Writer(index_tmp, done_index.Index(done_index.index_path(path)), "wb")
