@@ -182,3 +182,9 @@ def test_a_bad_override_at_start_is_one_line_and_exit_2(tmp_path: Path) -> None:
                             timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode == 2 and result.stderr.startswith("genrun-serve: error: backend=tgi")
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_without_the_mcp_sdk_it_says_which_extra_to_install() -> None:
+    hidden = "import sys; sys.modules['mcp'] = None; from genrun.serve import main; main([])"
+    result = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and result.stderr == "genrun-serve: error: it needs the MCP SDK: pip install 'genrun[serve]'\n"

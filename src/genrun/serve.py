@@ -205,6 +205,11 @@ def main(argv: Optional[list[str]] = None) -> None:
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
+        import mcp  # noqa: F401 - the `serve` extra
+    except ImportError:
+        print("genrun-serve: error: it needs the MCP SDK: pip install 'genrun[serve]'", file=sys.stderr)
+        sys.exit(2)
+    try:
         start = start_settings(args.overrides)
         if args.http:
             host, port = http_address(args.http)
