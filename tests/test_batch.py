@@ -114,7 +114,7 @@ def test_an_expired_batch_keeps_what_it_answered_and_resuming_submits_the_rest(t
     with FaultServer(work_s=0) as upstream, BatchServer(upstream.url, end_status="expired") as batches:
         args = openai_args(batches.url, data, out, "backend.batch=true", "backend.batch_poll_s=0.1")
         result = run_cli(*args)
-        assert result.returncode == 2 and f"batch batch_2 ended expired" in result.stderr, result.stderr
+        assert result.returncode == 2 and "batch batch_2 ended expired" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
         assert len(read_jsonl(out / "answers.jsonl")) == 5  # the batch's answers and its error, recorded
         batches.end_status = "completed"
@@ -147,3 +147,20 @@ def test_a_file_from_batch_export_runs_in_vllms_run_batch_and_gives_the_online_g
     online_answers = {r["index"]: r["answer"] for r in read_jsonl(tmp_path / "online" / "answers.jsonl")}
     assert len(batch_answers) == 6 and all(batch_answers.values())
     assert batch_answers == online_answers
+
+
+def test_a_row_that_cannot_be_built_is_recorded_as_online_not_left_unanswered(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"question": "ok 0", "ref": "answer to ok 0"}, {"ref": "x"}])
+    args = openai_args("http://127.0.0.1:9/v1", data, tmp_path / "run", "dataset.template='{{ question }}'")
+    assert run_cli(*args, f"batch.export={tmp_path / 'in.jsonl'}").returncode == 0
+    lines = read_jsonl(tmp_path / "in.jsonl")
+    assert [line["custom_id"] for line in lines] == ["0"]  # row 1 has no question: nothing to send
+    with FaultServer(work_s=0) as upstream, BatchServer(upstream.url) as batches:
+        status, body = batches.forward(lines[0]["body"])
+    write_jsonl(tmp_path / "out.jsonl", [{"custom_id": "0", "response": {"status_code": status, "body": body}}])
+    read_back = run_cli(*args, f"batch.results={tmp_path / 'out.jsonl'}", f"resume={tmp_path / 'run'}")
+    assert read_back.returncode == 1, read_back.stderr
+    records = {r["index"]: r for r in read_jsonl(tmp_path / "run" / "answers.jsonl")}
+    assert records[0]["answer"] == "answer to ok 0" and "question" in records[1]["error"]
+    both = run_cli(*args, "batch.export=a.jsonl", "batch.results=b.jsonl")
+    assert both.returncode == 2 and "give one of them" in both.stderr

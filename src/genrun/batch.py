@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 from genrun.backend.base import Completion
 from genrun.errors import FatalBackendError, UserError, cannot_write, one_line
 from genrun.records import now, write_json
-from genrun.scheduler import OnAnswer, Request
+from genrun.scheduler import OnAnswer, Request, sendable
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ STATE = "batch.json"  # in the run directory: the submitted batch's id, so a res
 
 def export(path: Path, requests: Iterable[Request], request_body: Callable[[Request], dict[str, Any]]) -> int:
     """Write one Batch input line per request; returns how many. Rows that could not be built
-    (a template error) are left out: the online run would not send them either."""
+    (a template error) are left out, as the online run would not send them: their error is
+    recorded when the results are read back."""
     seen: set[str] = set()
     count = 0
     partial = path.with_name(path.name + ".partial")
@@ -99,7 +100,7 @@ def import_results(results: dict[str, Completion], requests: Iterable[Request], 
     """Record each request's result; returns how many rows had none (they stay to be answered).
     strict: a file none of whose results is for a row left is a mistake (the wrong file)."""
     missing = matched = 0
-    for request in requests:
+    for request in sendable(requests, on_answer):
         completion = results.pop(str(request.meta["id"]), None)
         if completion is None:
             missing += 1
@@ -124,7 +125,7 @@ async def submit_and_collect(backend: Any, requests: Iterable[Request], out_dir:
 
     The batch's id is saved in the run directory before waiting, so a restarted run (resume)
     collects the same batch instead of paying for a second one."""
-    pending = {str(r.meta["id"]): r for r in requests}
+    pending = {str(r.meta["id"]): r for r in sendable(requests, on_answer)}
     state_path = out_dir / STATE
     state = json.loads(state_path.read_text()) if state_path.exists() else {}
     if state.get("status") not in (None, *ENDED):  # submitted by an earlier process, not yet collected

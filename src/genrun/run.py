@@ -49,6 +49,8 @@ def run(cfg: DictConfig, out_dir: Path, backend: Backend | None = None) -> dict[
     constraint = OmegaConf.to_container(cfg.sampling, resolve=True).get("structured_outputs")
     json_schema = structured.json_schema(structured.check(constraint) if constraint else None)
     scorer = Scorer(**scoring_settings(cfg), json_valid=json_schema is not None)
+    if cfg.batch.export and cfg.batch.results:
+        raise UserError("batch.export writes the requests and batch.results reads the answers: give one of them")
     resume.check_resume_dir(cfg.get("resume"), out_dir)
     with RunLock(out_dir):
         return answer_rows(cfg, out_dir, backend, scorer)

@@ -9,6 +9,7 @@ The scheduler never opens or closes the backend: its caller owns it, from buildi
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import time
@@ -34,6 +35,16 @@ class Request:
 OnAnswer = Callable[[Request, Completion, float | None], None]  # latency None: not timed (a Batch result)
 
 
+def sendable(requests: Iterable[Request], on_answer: OnAnswer) -> Iterator[Request]:
+    """The requests that can be sent; a row that could not be built is recorded at once, with
+    its error, by whatever answers the rest (the scheduler, or a Batch file or job)."""
+    for request in requests:
+        if request.error is not None:
+            on_answer(request, Completion(error=request.error), None)
+        else:
+            yield request
+
+
 class Scheduler:
     """scheduler.run(requests) answers every request, calling on_answer(request, completion,
     latency_s) as each is known. A backend that cannot answer any row (FatalBackendError)
@@ -56,7 +67,7 @@ class Scheduler:
         self.live = asyncio.Semaphore(2 * backend.concurrency)
 
     async def run(self, requests: Iterable[Request]) -> None:
-        source = iter(requests)
+        source = sendable(requests, self.on_answer)
         tasks: set[asyncio.Task] = set()
         failed: list[BaseException] = []
 
@@ -86,16 +97,8 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _next_batch(self, source: Iterator[Request]) -> list[Request]:
-        """Up to batch_size sendable requests; a row that could not be built is recorded at once."""
-        batch: list[Request] = []
-        for request in source:
-            if request.error is not None:
-                self.on_answer(request, Completion(error=request.error), 0.0)
-                continue
-            batch.append(request)
-            if len(batch) >= self.backend.batch_size:
-                break
-        return batch
+        """Up to batch_size sendable requests (source: from sendable())."""
+        return list(itertools.islice(source, self.backend.batch_size))
 
     async def _answer(self, batch: list[Request]) -> None:
         started = time.perf_counter()
