@@ -4,12 +4,16 @@ checking that every row is there exactly once."""
 from __future__ import annotations
 
 import argparse
-from array import array
 import json
 import sys
+from array import array
 from pathlib import Path
 
+import numpy as np
+
 from genrun import done_index
+
+COPY_CHUNK = 1 << 16
 
 
 def merge(run_dirs: list[Path], output: Path) -> int:
@@ -18,8 +22,6 @@ def merge(run_dirs: list[Path], output: Path) -> int:
     Memory holds three numbers a row (its index and where its line lies), never the records:
     the lines are copied from the shards' files in row order, after one pass over each
     that finds where its lines lie."""
-    import numpy as np
-
     rows, sources, starts, ends = [], [], [], []
     expected = 0
     for number, run_dir in enumerate(run_dirs):
@@ -57,20 +59,20 @@ def merge(run_dirs: list[Path], output: Path) -> int:
     files = [open(run_dir / "answers.jsonl", "rb") for run_dir in run_dirs]
     try:
         with open(output, "wb") as out:
-            for number, begin, stop in zip(source.tolist(), start.tolist(), end.tolist()):
-                files[number].seek(begin)
-                out.write(files[number].read(stop - begin))
+            for at in range(0, len(row), COPY_CHUNK):  # Python ints for a chunk of rows at a time
+                part = slice(at, at + COPY_CHUNK)
+                for number, begin, stop in zip(source[part].tolist(), start[part].tolist(), end[part].tolist()):
+                    files[number].seek(begin)
+                    out.write(files[number].read(stop - begin))
     finally:
         for handle in files:
             handle.close()
     return len(row)
 
 
-def places(answers: Path) -> tuple["np.ndarray", "np.ndarray", "np.ndarray"]:
+def places(answers: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each complete record's row index and the byte range of its line, read from the file
     (garbled and torn lines left out)."""
-    import numpy as np
-
     index, start, end = array("q"), array("q"), array("q")
     last = 0
     for stop, record in done_index.scan(answers):

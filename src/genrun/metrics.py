@@ -14,7 +14,6 @@ from genrun.tally import Tally
 log = logging.getLogger(__name__)
 
 
-
 def collect(totals: dict[str, Any], wall: float, new_rows: int, new_tokens: int, dataset_rows: int,
             stopped: BaseException | None) -> dict[str, Any]:
     """metrics.json at the end of a run: the answers file's totals (Tally.result), this run's

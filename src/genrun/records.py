@@ -13,8 +13,7 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from genrun.backend.base import Completion
 from genrun.errors import cannot_write
@@ -24,6 +23,8 @@ from genrun.tally import Tally, tally_path
 
 # genrun.done_index (and so numpy) is imported where it is used: `genrun --cfg job` and the
 # other commands that only compose a config stay quick to start.
+if TYPE_CHECKING:
+    from genrun import done_index
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,11 @@ def make_record(request: Request, completion: Completion, latency: float | None,
         record["reference"] = reference
     score_record(record, scorer)
     return record
+
+
+def journal_line(record: dict[str, Any]) -> bytes:
+    """A record as answers.jsonl holds it: one line of JSON, UTF-8."""
+    return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -147,7 +153,7 @@ class AnswerLog:
         if index.count:
             log.info("resume: %d rows already done in %s", index.count, self.path)
 
-    def _rewrite(self, retry_errors: bool) -> "done_index.Index":
+    def _rewrite(self, retry_errors: bool) -> done_index.Index:
         """Keep one record per row, an answer before an error, and drop failed rows with retry_errors."""
         from genrun import done_index
 
@@ -169,7 +175,7 @@ class AnswerLog:
     def write(self, record: dict[str, Any]) -> None:
         from genrun import done_index
 
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        line = journal_line(record)
         try:
             self._file.write(line)
             self._file.flush()  # a crash loses at most the rows in flight
@@ -199,7 +205,7 @@ class AnswerLog:
         self._save_tally()
 
 
-def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> "done_index.Index":
+def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> done_index.Index:
     """Write records as answers.jsonl anew, replacing it whole, with a fresh index (returned,
     summed up); with a tally, count them into it and save it, else the saved tally is removed.
     Streams: memory does not grow with the file."""
@@ -212,7 +218,7 @@ def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None =
     try:
         with open(tmp, "wb") as out:
             for record in records:
-                line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+                line = journal_line(record)
                 out.write(line)
                 end += len(line)
                 writer.add(record["index"], end, done_index.ok(record))

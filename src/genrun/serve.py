@@ -113,12 +113,16 @@ def build_server(start: Optional[dict[str, Any]] = None) -> Any:
 async def as_tool(work: Awaitable[T]) -> T:
     """A user's mistake (a bad argument, no generation_init yet) is a tool error of one line;
     the server goes on serving."""
-    from mcp.server.mcpserver.exceptions import ToolError
-
     try:
         return await work
     except UserError as exc:
-        raise ToolError(one_line(str(exc))) from None
+        raise tool_error(exc) from None
+
+
+def tool_error(exc: UserError) -> Exception:
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    return ToolError(one_line(str(exc)))
 
 
 async def with_progress(ctx: Any, call: Callable[[], Awaitable[T]]) -> T:
@@ -134,25 +138,21 @@ async def with_progress(ctx: Any, call: Callable[[], Awaitable[T]]) -> T:
             async for done, total in receive:
                 await ctx.report_progress(done, total, f"{done} of {total} answered")
 
-    outcome: list[Any] = []
+    mistake: UserError | None = None
     hook = api.progress.set(lambda done, total: send.send_nowait((done, total)))
     try:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(report)
             async with send:  # closed when the call ends, which ends report()
                 try:
-                    outcome.append(await call())
-                except UserError as exc:  # outside the task group, so it is not an exception group
-                    outcome.append(exc)
+                    result = await call()
+                except UserError as exc:  # raised outside the task group, or it comes as an exception group
+                    mistake = exc
     finally:
         api.progress.reset(hook)
-    return await as_tool(raise_or_return(outcome[0]))
-
-
-async def raise_or_return(value: Any) -> Any:
-    if isinstance(value, BaseException):
-        raise value
-    return value
+    if mistake is not None:
+        raise tool_error(mistake) from None
+    return result
 
 
 def start_settings(overrides: list[str]) -> Optional[dict[str, Any]]:
