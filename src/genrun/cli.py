@@ -7,7 +7,6 @@ the config, the data or the environment (one line says which); 130 Ctrl-C; 143 S
 import logging
 import multiprocessing
 import os
-import re
 import signal
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from genrun import credentials
 from genrun.config import conf_dir
 from genrun.errors import UserError, cannot_write, one_line
 from genrun.lock import RunDirInUse
@@ -36,6 +36,7 @@ def run_job(cfg: DictConfig) -> int:
     """One job: run it, report a user's mistake as one line, and give its exit code. In a sweep
     the job returns it instead of exiting, so the other jobs and the sweep summary still run."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
+    credentials.guard_logs()  # on Hydra's handlers, set up by now: no secret reaches genrun.log
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run(cfg, out_dir)
@@ -98,24 +99,12 @@ def stop_engine_processes(grace_s: float = 5.0) -> None:
             child.kill()
 
 
-API_KEY_OVERRIDE = re.compile(r"^\+*backend\.api_key=(.*)$")
-
-
-def secrets_to_environment(args: list[str]) -> list[str]:
-    """Move an API key given on the command line into OPENAI_API_KEY, where the openai config
-    reads it, so Hydra never saves it (.hydra/overrides.yaml, config.yaml, multirun.yaml)."""
-    kept = []
-    for arg in args:
-        match = API_KEY_OVERRIDE.match(arg)
-        if match:
-            os.environ["OPENAI_API_KEY"] = match.group(1).strip("'\"")
-        else:
-            kept.append(arg)
-    return kept
-
-
 def main() -> None:
-    args = secrets_to_environment(sys.argv[1:])
+    try:  # a key on the command line goes into the environment before Hydra can save it
+        args = credentials.hide(sys.argv[1:])
+    except UserError as exc:
+        print(f"genrun: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     # Hydra's parser takes -m/--multirun only before the overrides; users write it anywhere.
     flags = [a for a in args if a in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *(a for a in args if a not in flags)]

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from genrun import credentials
 from genrun.backend.base import Completion
 from genrun.errors import RowError, UserError, cannot_write
 from genrun.prompts import prompt_messages
@@ -92,7 +93,8 @@ def judge_file(answers: Path, judge: Mapping[str, Any]) -> int:
 
     backend_cfg = judge["backend"]
     try:
-        backend = instantiate(backend_cfg, sampling=dict(judge.get("sampling") or {}), extra={}, _convert_="all")
+        backend = instantiate(backend_cfg, sampling=dict(judge.get("sampling") or {}), extra={}, _convert_="all",
+                              **credentials.for_component("judge.backend"))
     except Exception as exc:  # noqa: BLE001 - the same reporting as the answering backend
         raise build_failure(exc, "judge.backend") from exc
     try:

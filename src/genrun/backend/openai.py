@@ -15,7 +15,7 @@ import time
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from genrun import structured
+from genrun import credentials, structured
 from genrun.backend.base import Backend, Completion, Failure, check_extra
 from genrun.backend.pacing import Pacer, Window
 from genrun.errors import UserError, one_line
@@ -99,7 +99,7 @@ class OpenAIBackend(Backend):
         self.window = Window(concurrency)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model_name, "base_url": self.base_url}
+        return {"model": self.model_name, "base_url": credentials.redact_url(self.base_url)}
 
     def client(self) -> Any:
         """The SDK's AsyncOpenAI client, made on first use in the running event loop."""
@@ -122,7 +122,7 @@ class OpenAIBackend(Backend):
         if missing > 0:  # a server that ignores `n`: the other samples one request each
             if not self._said_no_n:
                 log.warning("%s returned %d of n=%d samples: asking for the rest one request each",
-                            self.base_url, len(samples), self.params["n"])
+                            credentials.redact_url(self.base_url), len(samples), self.params["n"])
                 self._said_no_n = True
             single = {k: v for k, v in params.items() if k != "n"}
             if seed is not None:  # each extra sample a seed of its own, still fixed by the row's
@@ -184,12 +184,12 @@ class OpenAIBackend(Backend):
             message = self._redact(f"HTTP {status}: {_error_message(exc)}")
             if status in AUTH_STATUS:
                 return Failure(
-                    f"{self.base_url} rejected the API key ({message}); set OPENAI_API_KEY "
+                    f"{credentials.redact_url(self.base_url)} rejected the API key ({message}); set OPENAI_API_KEY "
                     "or backend.api_key", no_row_can_succeed=True,
                 )
             if status == 404:  # a wrong model name or base_url: every request would fail the same way
                 return Failure(f"{message} (check backend.model_name={self.model_name!r} and "
-                               f"backend.base_url={self.base_url!r})", no_row_can_succeed=True)
+                               f"backend.base_url={credentials.redact_url(self.base_url)!r})", no_row_can_succeed=True)
             retryable = status in RETRYABLE_STATUS or status >= 500
             return Failure(message, retryable=retryable, retry_after=_retry_after(exc.response.headers))
         if isinstance(exc, ServerSaidError):
@@ -199,8 +199,9 @@ class OpenAIBackend(Backend):
         return Failure(self._redact(f"{type(exc).__name__}: {exc}"))
 
     def _redact(self, text: str) -> str:
-        text = one_line(text)
-        return text.replace(self.api_key, "***") if len(self.api_key) >= 4 else text
+        """No key, and no credentials inside the URL, in an error message."""
+        keys = [self.api_key] if len(self.api_key) >= 4 else []
+        return credentials.redact(one_line(text), [*keys, *credentials.known_values()])
 
     async def aclose(self) -> None:
         # The client belongs to the event loop it was used in: close it there.
