@@ -47,6 +47,31 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     )
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_listening(port: int, process: subprocess.Popen, log: Path | None = None, timeout: float = 120) -> None:
+    """Until a server process accepts connections on 127.0.0.1:port (its log shown if it died)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            said = log.read_text() if log is not None and log.exists() else ""
+            assert process.poll() is None, f"the server exited: {said[-3000:]}"
+            assert time.monotonic() < deadline, f"the server did not listen within {timeout:g}s: {said[-3000:]}"
+            time.sleep(0.2)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 

@@ -87,7 +87,7 @@ def test_answers_keep_input_order_and_empty_prompts_fail_alone(page: dict) -> No
 
 def test_init_again_frees_the_previous_backend(page: dict) -> None:
     genrun.generation_init(page["backend_configs"], page["sampling_params"], backend="hf")
-    first = weakref.ref(genrun.api._backend.model)
+    first = weakref.ref(genrun.api.current().backend.model)
     genrun.generation_init(page["backend_configs"], page["sampling_params"], backend="hf")
     gc.collect()
     assert first() is None

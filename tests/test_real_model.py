@@ -57,9 +57,8 @@ def check_behaviour() -> None:
 def hf_backend(demo_model: str):
     genrun.generation_init({"hf": {"model_name_or_path": demo_model, "batch_size": 8}},
                            {"temperature": 0, "max_tokens": 24}, backend="hf")
-    yield genrun.api._backend
-    genrun.api._backend.close()  # frees the model before the vLLM tests start theirs
-    genrun.api._backend = None
+    yield genrun.api.current().backend
+    genrun.api.release()  # frees the model before the vLLM tests start theirs
 
 
 def test_hf_answers_right(hf_backend) -> None:
@@ -129,7 +128,7 @@ def vllm_engine(demo_gguf: Path):
     # The GGUF file, not the folder: vLLM gets it converted once into the cache.
     genrun.generation_init({"vllm": {"model_name_or_path": str(demo_gguf), **VLLM_CPU}},
                            {"temperature": 0, "max_tokens": 24}, backend="vllm")
-    yield genrun.api._backend
+    yield genrun.api.current().backend
     genrun.vllm_shutdown()
 
 

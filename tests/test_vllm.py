@@ -25,7 +25,7 @@ def engine(tiny_model: str):
     genrun.generation_init({"vllm": {"model_name_or_path": tiny_model, **VLLM_CPU}},
                            {"temperature": 0, "max_tokens": 12}, {"chat_template_kwargs": {"enable_thinking": False}},
                            backend="vllm")
-    yield genrun.api._backend
+    yield genrun.api.current().backend
     genrun.vllm_shutdown()
 
 
@@ -118,7 +118,7 @@ def test_shutdown_frees_the_engine_and_another_model_starts(engine: VLLMBackend,
     first = engine_processes()
     assert first, "the engine runs in its own process"
     genrun.vllm_shutdown()
-    assert genrun.api._backend is None and not (engine_processes() & first)
+    assert genrun.api.current().backend is None and not (engine_processes() & first)
     second = str(build_tiny_model(tmp_path / "second", seed=1))
     genrun.generation_init({"vllm": {"model_name_or_path": second, **VLLM_CPU}},
                            {"temperature": 0, "max_tokens": 4}, backend="vllm")

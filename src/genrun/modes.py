@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from genrun.errors import RowError
+from genrun.images import ImagePolicy, image_list
 from genrun.images import describe as describe_image
-from genrun.images import image_list
 from genrun.prompts import Messages, conversation_messages, multimodal_messages, prompt_messages
 from genrun.scheduler import Request
 from genrun.templates import letter
@@ -28,6 +28,7 @@ class PromptSettings:
     template: Render | None = None  # dataset.template, compiled: the prompt (multiturn: the last user turn)
     reference_template: Render | None = None  # dataset.reference_template, compiled
     fewshot: Messages = field(default_factory=list)  # example turns shown before every row
+    images: ImagePolicy = ImagePolicy()  # which images a row may name (genrun-serve over HTTP restricts it)
 
 
 def row_prompt(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings) -> Any:
@@ -68,7 +69,7 @@ def _multimodal(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSett
     kept["prompt"] = row_prompt(row, fields, s)
     images = image_list(row[fields["images"]])
     kept["images"] = [describe_image(i) for i in images if i is not None]
-    return multimodal_messages(kept["prompt"], images, s.system_prompt, s.image_tag, s.base_dir)
+    return multimodal_messages(kept["prompt"], images, s.system_prompt, s.image_tag, s.base_dir, s.images)
 
 
 def _multiturn(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings, kept: dict) -> Messages:

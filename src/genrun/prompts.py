@@ -74,6 +74,7 @@ def multimodal_messages(
     system_prompt: str | None = "",
     image_tag: str | None = None,
     base_dir: str | None = None,
+    policy: Any = None,
 ) -> Messages:
     """One prompt with its images as OpenAI-style content parts.
 
@@ -81,11 +82,11 @@ def multimodal_messages(
     the images follow the text. Local files and in-memory images become data URLs, checked
     here so a bad image fails only its own row; http(s) and data URLs pass through.
     """
-    from genrun.images import image_list, image_url
+    from genrun.images import ImagePolicy, image_list, image_url
 
     text = prompt_text(prompt)
     role = prompt.get("role", "user") if isinstance(prompt, Mapping) else "user"
-    urls = [image_url(image, base_dir) for image in image_list(images)]
+    urls = [image_url(image, base_dir, policy or ImagePolicy()) for image in image_list(images)]
     image_parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     if not image_tag:
         parts = [{"type": "text", "text": text}, *image_parts]

@@ -92,6 +92,12 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "Backend | None":
+        """The same engine answering with other sampling and chat-template settings, sharing its
+        memory (genrun-serve gives each session its own settings and one engine); closing it
+        leaves the engine to its owner. None: the backend is cheap to build anew (a client)."""
+        return None
+
     # Its owner holds a backend from building it to close(); `async with backend:` holds the
     # part that belongs to one event loop (an HTTP client), released by aclose() on the way out.
     async def __aenter__(self) -> "Backend":

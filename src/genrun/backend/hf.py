@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import re
@@ -51,6 +52,7 @@ def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
 class HFBackend(Backend):
     name = "hf"
     operational = frozenset({"gpu_ids", "batch_size"})
+    _owns_model = True  # False for a view of another's model (reconfigured)
 
     def __init__(
         self,
@@ -63,17 +65,9 @@ class HFBackend(Backend):
         dtype: str = "auto",
         seed: int | None = 0,
     ) -> None:
-        self.chat_template_kwargs = check_extra(extra, self.name)
-        self.generate_kwargs = generate_kwargs(sampling or {})
         if batch_size < 1:
             raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
-        # sampling.n sequences a prompt: the batch holds batch_size sequences, so memory stays put
-        self.n = int(check_sampling(sampling).get("n", 1))
-        self._said_batch_seeds = False
-        self.batch_size = max(1, batch_size // self.n)
-        if self.n > 1 and self.batch_size * self.n != batch_size:
-            log.info("hf: %d prompts a batch, %d samples each (backend.batch_size=%d)", self.batch_size, self.n,
-                     batch_size)
+        self._use(sampling, extra, batch_size)
         self.model_path = model_name_or_path
         seed = drop_none(sampling).get("seed", seed)
 
@@ -117,8 +111,33 @@ class HFBackend(Backend):
         if eos is None:
             eos = self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self._grammar_for(sampling)
+
+    def _use(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None, batch_size: int) -> None:
+        """The settings that shape answers, not the model: sampling and the chat template's."""
+        self.chat_template_kwargs = check_extra(extra, self.name)
+        self.generate_kwargs = generate_kwargs(sampling or {})
+        # sampling.n sequences a prompt: the batch holds batch_size sequences, so memory stays put
+        self.n = int(check_sampling(sampling).get("n", 1))
+        self._said_batch_seeds = False
+        self.configured_batch_size = batch_size
+        self.batch_size = max(1, batch_size // self.n)
+        if self.n > 1 and self.batch_size * self.n != batch_size:
+            log.info("hf: %d prompts a batch, %d samples each (backend.batch_size=%d)", self.batch_size, self.n,
+                     batch_size)
+
+    def _grammar_for(self, sampling: Mapping[str, Any] | None) -> None:
         constraint = check_sampling(sampling).get("structured_outputs")
-        self.grammar = compile_grammar(constraint, self.tokenizer, config) if constraint else None
+        self.grammar = compile_grammar(constraint, self.tokenizer, self.model.config) if constraint else None
+
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "HFBackend":
+        """The same model with other sampling and chat-template settings (genrun-serve's
+        sessions): it shares the weights; closing it leaves them loaded."""
+        view = copy.copy(self)
+        view._use(sampling, extra, self.configured_batch_size)
+        view._grammar_for(sampling)
+        view._owns_model = False
+        return view
 
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_path, "chat_template_sha256": template_hash(self.tokenizer.chat_template)}
@@ -224,7 +243,8 @@ class HFBackend(Backend):
         return Completion(answer=answer, finish_reason=finish, prompt_tokens=int(prompt_tokens), completion_tokens=count)
 
     def close(self) -> None:
-        if getattr(self, "model", None) is None:
+        if getattr(self, "model", None) is None or not self._owns_model:
+            self.model = None
             return
         import gc
 

@@ -13,6 +13,7 @@ stay with genrun's scheduler. The reaches into vLLM's internals are in vllm_inte
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import gc
 import logging
@@ -58,6 +59,7 @@ class VLLMBackend(Backend):
     name = "vllm"
     operational = frozenset({"gpu_ids", "gpu_memory_utilization"})
     batch_size = BATCH_ROWS
+    _owns_engine = True  # False for a view of another's engine (reconfigured)
 
     def __init__(
         self,
@@ -107,16 +109,17 @@ class VLLMBackend(Backend):
             ) from exc
         # Twice what the engine schedules at once, so its queue never runs dry.
         self.concurrency = max(2, math.ceil(2 * internals.max_num_seqs(self.llm) / self.batch_size))
-        self._waiting: dict[str, asyncio.Future] = {}  # request id -> its output, once finished
-        self._pump: asyncio.Task | None = None
-        self._closing = False
-        self._death: EngineDied | None = None
-        internals.wake_on_engine_death(self.llm, self._on_engine_death)
+        self._engine = EngineState()
+        internals.wake_on_engine_death(self.llm, self._engine.on_death)
 
-    def _on_engine_death(self, death: EngineDied) -> bool:
-        """Called from the watcher thread; False when genrun is closing the engine itself."""
-        self._death = death
-        return not self._closing
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "VLLMBackend":
+        """The same engine with other sampling and chat-template settings (genrun-serve's
+        sessions): it shares the engine and its pump; closing it leaves the engine running."""
+        view = copy.copy(self)
+        view.chat_template_kwargs = check_extra(extra, self.name)
+        view.sampling_params = sampling_params(import_vllm(), check_sampling(sampling))
+        view._owns_engine = False
+        return view
 
     def describe(self) -> dict[str, Any]:
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
@@ -145,34 +148,34 @@ class VLLMBackend(Backend):
                 request_id = internals.request_id(engine_id)
                 future = loop.create_future()
                 futures[request_id] = (position, future)
-                self._waiting[request_id] = future
-            if futures and (self._pump is None or self._pump.done()):
-                self._pump = loop.create_task(self._step_engine())
+                self._engine.waiting[request_id] = future
+            if futures and (self._engine.pump is None or self._engine.pump.done()):
+                self._engine.pump = loop.create_task(self._step_engine())
             for position, future in futures.values():
                 completions[position] = self._completion(await future)
         finally:
             unfinished = [rid for rid, (_, future) in futures.items() if not future.done()]
             if unfinished:  # cancelled (Ctrl-C, a failed run): free the engine of them
                 for rid in unfinished:
-                    self._waiting.pop(rid, None)
+                    self._engine.waiting.pop(rid, None)
                 internals.abort(self.llm, unfinished)
         return completions  # type: ignore[return-value]
 
     async def _step_engine(self) -> None:
         """Step the engine while any batch waits, handing each finished request to its batch.
         Between steps the loop runs the other tasks: records, and new batches to enqueue."""
-        while self._waiting:
+        while self._engine.waiting:
             try:
                 outputs = internals.step(self.llm)
             except Exception as exc:  # the engine died: every waiting batch learns why
-                for future in self._waiting.values():
+                for future in self._engine.waiting.values():
                     if not future.done():
                         future.set_exception(exc)
-                self._waiting.clear()
+                self._engine.waiting.clear()
                 return
             for output in outputs:
                 if output.finished:
-                    future = self._waiting.pop(output.request_id, None)
+                    future = self._engine.waiting.pop(output.request_id, None)
                     if future is not None and not future.done():
                         future.set_result(output)
             await asyncio.sleep(0)
@@ -182,7 +185,7 @@ class VLLMBackend(Backend):
         # way, so stop, and leave the rows in flight unanswered for resume.
         if isinstance(exc, EngineDied) or type(exc).__name__ == "EngineDeadError":
             # vLLM may replace EngineDied by its own EngineDeadError, whose message says less.
-            return Failure(str(self._death or exc), engine_dead=True)
+            return Failure(str(self._engine.death or exc), engine_dead=True)
         return super().classify(exc)
 
     @staticmethod
@@ -195,12 +198,12 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory (GPU memory, or the CPU KV cache)."""
-        self._closing = True
         llm, self.llm = getattr(self, "llm", None), None
-        if llm is None:
+        if llm is None or not self._owns_engine:
             return
+        self._engine.closing = True
         try:
-            internals.shutdown(llm, at_once=self._death is None)
+            internals.shutdown(llm, at_once=self._engine.death is None)
         except Exception:  # noqa: BLE001 - shutting down must not hide the run's outcome
             log.warning("vLLM engine shutdown raised", exc_info=True)
         del llm
@@ -212,6 +215,21 @@ class VLLMBackend(Backend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+@dataclasses.dataclass
+class EngineState:
+    """What the backend and its views (reconfigured) share about the one engine."""
+
+    waiting: dict[str, asyncio.Future] = dataclasses.field(default_factory=dict)  # request id -> its output
+    pump: asyncio.Task | None = None  # the task stepping the engine while anything waits
+    closing: bool = False
+    death: EngineDied | None = None
+
+    def on_death(self, death: EngineDied) -> bool:
+        """Called from the watcher thread; False when genrun is closing the engine itself."""
+        self.death = death
+        return not self.closing
 
 
 def input_errors() -> tuple[type[BaseException], ...]:
