@@ -8,14 +8,16 @@ extractor reads both the same way, so they compare as equals. None: nothing was 
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Any, Callable
 
 # Highest priority first; within a pattern the last match wins (models restate, then conclude).
+# Each runs in linear time on any text: no two repetitions of the same characters stand side
+# by side, so a run of spaces or newlines cannot be split between them in many ways.
 CHOICE_PATTERNS = [
-    re.compile(r"(?i:answer)\s*(?i:is|:)?\s*(?i:option\s*)?[(\[]?\s*([A-J])\b"),
-    re.compile(r"\(([A-J])\)"),
-    re.compile(r"^\s*\**([A-J])\**\s*(?:[.):]|$)"),
-    re.compile(r"\b([A-J])[.)]?\s*$"),
+    re.compile(r"(?i:answer)(?:\s*(?i:is|:))?(?:\s*(?i:option))?\s*(?:[(\[]\s*)?([A-J])\b"),  # "the answer is (B)"
+    re.compile(r"\(([A-J])\)"),  # "(B)"
+    re.compile(r"^\s*\**([A-J])\**\s*(?:[.):]|$)"),  # "B." or "**B**" at the start
+    re.compile(r"\b([A-J])[.)]?\s*$"),  # a lone letter at the end
 ]
 NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
 FINAL_MARK = "####"  # GSM8K's references end "#### 72"
@@ -58,11 +60,31 @@ def boxed(text: str) -> str | None:
     return None
 
 
-def regex(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
-    """The pattern's first group (or whole match) at its last match."""
+# A user's pattern (scoring.pattern) may take exponential time on some answers ("(a+)+$"): it
+# runs on the `regex` engine, which stops it after this many seconds; that row gets an error.
+PATTERN_TIMEOUT_S = 1.0
+
+
+class ExtractionTimeout(Exception):
+    """A pattern ran past PATTERN_TIMEOUT_S on one answer."""
+
+
+def compile_pattern(text: str) -> Any:
+    """A user's pattern, compiled by the `regex` engine (the syntax of Python's re)."""
+    import regex as engine
+
+    return engine.compile(text)
+
+
+def regex(pattern: Any, timeout: float = PATTERN_TIMEOUT_S) -> Callable[[str], str | None]:
+    """The pattern's first group (or whole match) at its last match, within `timeout` seconds."""
 
     def extract(text: str) -> str | None:
-        matches = list(pattern.finditer(text))
+        try:
+            matches = list(pattern.finditer(text, timeout=timeout))
+        except TimeoutError:
+            raise ExtractionTimeout(f"scoring.pattern ran over {timeout:g}s on this answer of {len(text)} "
+                                    "characters (a pattern with nested repetition, like (a+)+?)") from None
         if not matches:
             return None
         last = matches[-1]

@@ -16,19 +16,28 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from genrun import extract as extractors
-from genrun.errors import UserError
+from genrun.errors import UserError, one_line
 from genrun.structured import valid_json
 
-THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
 ARTICLES = re.compile(r"\b(a|an|the)\b")
 PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def strip_thinking(answer: str) -> tuple[str, bool]:
     """The answer without <think>...</think> blocks, and whether a thinking block never closed."""
-    text = THINK_BLOCK.sub("", answer)
-    if "</think>" in text:  # templates that pre-fill "<think>" leave only the closing tag
-        text = text.rsplit("</think>", 1)[1]
+    kept, position = [], 0
+    while True:  # each <think>...</think> block out, in one pass (a regex took quadratic time)
+        start = answer.find(OPEN_THINK, position)
+        end = answer.find(CLOSE_THINK, start + len(OPEN_THINK)) if start >= 0 else -1
+        if end < 0:  # no block left: no later <think> has a closing tag either
+            kept.append(answer[position:])
+            break
+        kept.append(answer[position:start])
+        position = end + len(CLOSE_THINK)
+    text = "".join(kept)
+    if CLOSE_THINK in text:  # templates that pre-fill "<think>" leave only the closing tag
+        text = text.rsplit(CLOSE_THINK, 1)[1]
     unclosed = "<think>" in text
     if unclosed:
         text = text.split("<think>", 1)[0]
@@ -110,8 +119,8 @@ class Scorer:
             if not self.pattern:
                 raise UserError("scoring.extract=regex needs scoring.pattern, e.g. 'scoring.pattern=\"Answer: (.+)\"'")
             try:
-                self._extract = extractors.regex(re.compile(self.pattern))
-            except re.error as exc:
+                self._extract = extractors.regex(extractors.compile_pattern(self.pattern))
+            except Exception as exc:  # noqa: BLE001 - regex.error: the user's pattern
                 raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
 
     def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
@@ -157,7 +166,24 @@ def sample_metrics(main: str, sample_scores: list[dict[str, Any]], votes: list[s
 def score_record(record: dict[str, Any], scorer: Scorer) -> None:
     """Set a record's `extracted` and `scores` from its answer(s) and reference. With several
     samples (`answers`), each sample is scored (`sample_scores`), a metric's row score is its
-    mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept."""
+    mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept.
+
+    Scoring never loses an answer: a row that cannot be scored (a pattern that runs too long
+    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`."""
+    old = record.get("scores") or {}
+    record.pop("scoring_error", None)
+    try:
+        _score_record(record, scorer)
+    except Exception as exc:  # noqa: BLE001 - one row's scoring, never the run
+        for key in ("extracted", "sample_extracted", "sample_scores", "scores"):
+            record.pop(key, None)
+        if "judge" in old:
+            record["scores"] = {"judge": old["judge"]}
+        reason = str(exc) if isinstance(exc, extractors.ExtractionTimeout) else f"{type(exc).__name__}: {exc}"
+        record["scoring_error"] = one_line(reason, 300)
+
+
+def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
     old = record.pop("scores", None) or {}
     for key in ("extracted", "sample_extracted", "sample_scores"):
         record.pop(key, None)

@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
 from genrun.stats import BOOTSTRAP_ROWS, Z95, ci95, wilson
 
 COUNTS = ("rows", "answered", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt", "paid_completion",
-          "scored", "unclosed")
+          "scored", "unclosed", "scoring_errors")
 
 
 class Score:
@@ -72,6 +73,7 @@ class Tally:
             if not cached:
                 counts["paid_prompt"] += record.get("prompt_tokens") or 0
                 counts["paid_completion"] += record["completion_tokens"]
+        counts["scoring_errors"] += "scoring_error" in record
         scores = record.get("scores")
         if scores:
             counts["scored"] += 1
@@ -92,6 +94,8 @@ class Tally:
             result.update(prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"])
         if counts["cache_hits"]:
             result["cache_hits"] = counts["cache_hits"]
+        if counts["scoring_errors"]:  # answered, kept, but not scored (see the records' scoring_error)
+            result["scoring_errors"] = counts["scoring_errors"]
         if prices:
             result["cost"] = round((counts["paid_prompt"] * float(prices.get("input_per_1m", 0))
                                     + counts["paid_completion"] * float(prices.get("output_per_1m", 0))) / 1e6, 6)
@@ -104,27 +108,34 @@ class Tally:
             result["unclosed_thinking"] = counts["unclosed"]
         return result
 
-    def save(self, path: Path, covers: int) -> None:
-        """Write the tally of the first `covers` bytes of answers.jsonl."""
-        state = {"covers": covers, "metrics": self.metrics, "counts": self.counts, "have_tokens": self.have_tokens,
-                 "first_error": self.first_error, "scores": {name: vars(s) for name, s in self.scores.items()}}
+    def save(self, path: Path, covers: int, stamp: dict[str, int] | None = None) -> None:
+        """Write the tally of the first `covers` bytes of answers.jsonl; stamp: the index entry
+        it was made at (its count and checksums), which a resume checks it against."""
+        state = {"covers": covers, "stamp": stamp, "metrics": self.metrics, "counts": self.counts,
+                 "have_tokens": self.have_tokens, "first_error": self.first_error,
+                 "scores": {name: vars(s) for name, s in self.scores.items()}}
+        body = json.dumps(state, sort_keys=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state))
+        tmp.write_text(json.dumps({"checksum": zlib.crc32(body.encode()), "state": state}))
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, metrics: list[str]) -> tuple["Tally", int] | None:
-        """A saved tally made with the same metrics, and how many bytes of answers.jsonl it covers."""
+    def load(cls, path: Path, metrics: list[str]) -> tuple["Tally", int, dict[str, Any]] | None:
+        """A saved tally made with the same metrics, how many bytes of answers.jsonl it covers,
+        and its stamp; None when there is none, or it was edited or damaged (its checksum)."""
         try:
-            state = json.loads(path.read_text())
-            if state["metrics"] != list(metrics):
+            saved = json.loads(path.read_text())
+            state = saved["state"]
+            if zlib.crc32(json.dumps(state, sort_keys=True).encode()) != saved["checksum"]:
+                return None
+            if state["metrics"] != list(metrics) or not isinstance(state["stamp"], dict):
                 return None
             tally = cls(metrics)
-            tally.counts.update(state["counts"])
-            tally.have_tokens, tally.first_error = state["have_tokens"], state["first_error"]
+            tally.counts.update({k: int(v) for k, v in state["counts"].items() if k in tally.counts})
+            tally.have_tokens, tally.first_error = bool(state["have_tokens"]), state["first_error"]
             tally.scores = {name: Score(**score) for name, score in state["scores"].items()}
-            return tally, int(state["covers"])
-        except (OSError, ValueError, KeyError, TypeError):  # none saved, or one from another version
+            return tally, int(state["covers"]), state["stamp"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none saved, or another version's
             return None
 
 
