@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import importlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -17,8 +18,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genrun.backend.base import Backend, Completion, Failure
-from genrun.errors import UserError
+from genrun.errors import UserError, one_line
 from genrun.prompts import Messages
+
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -64,35 +68,98 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
+BUSY_TIMEOUT_S = 2.0  # how long a write waits for another process's transaction, then goes on without
+
+
 class ResponseCache:
+    """The response cache, which can only help: a read or write that fails (a read-only file,
+    a full disk, another process holding the database) is logged once and the run goes on
+    without it; a damaged file is one line at open, before any request is sent."""
+
     def __init__(self, path: str | Path | None = None) -> None:
         import sqlite3
 
         self.path = Path(path).expanduser() if path else default_path()
+        self.writable = True
+        self._said: set[str] = set()
+        fix = f"clear it with `genrun-cache clear --path {self.path}`, or choose another cache.path (or cache=off)"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.execute(SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                      check_same_thread=False)
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.execute(SCHEMA)
+            except sqlite3.OperationalError as exc:  # a read-only file or folder: read what is there
+                if not self.path.exists():
+                    raise
+                self.db.close()
+                self.db = self._read_only()
+                self._no_writes(exc)
+            verdict = self.db.execute("PRAGMA quick_check").fetchone()[0]
+        except (OSError, sqlite3.OperationalError) as exc:
             raise UserError(f"cache.path={str(self.path)!r} cannot be opened: {exc}; choose another cache.path "
                             "or cache=off") from None
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "database disk image is malformed"
+            raise UserError(f"cache.path={str(self.path)!r} is damaged ({exc}); {fix}") from None
+        if verdict != "ok":
+            raise UserError(f"cache.path={str(self.path)!r} is damaged ({one_line(verdict, 200)}); {fix}")
+
+    def _read_only(self) -> Any:
+        """The database opened for reading only; on read-only media where SQLite cannot make
+        its shared-memory file, as immutable (nothing can change it there)."""
+        import sqlite3
+
+        uri = self.path.resolve().as_uri()
+        for mode in ("mode=ro", "immutable=1"):
+            db = sqlite3.connect(f"{uri}?{mode}", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                 check_same_thread=False)
+            try:
+                db.execute("SELECT COUNT(*) FROM responses").fetchone()
+                return db
+            except sqlite3.OperationalError:
+                db.close()
+                if mode == "immutable=1":
+                    raise
+        raise AssertionError("unreachable")
+
+    def _say_once(self, what: str, exc: BaseException) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            log.warning("response cache %s: %s %s; the run goes on without it", self.path, what, exc)
+
+    def _no_writes(self, exc: BaseException) -> None:
+        self.writable = False
+        self._say_once("cannot store answers:", exc)
 
     def get(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The stored completions (as dicts) of the keys that have one."""
+        """The stored completions (as dicts) of the keys that have one; none when it cannot be read."""
+        import sqlite3
+
         marks = ",".join("?" * len(keys))
-        rows = self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", keys).fetchall()
-        return {key: json.loads(completion) for key, completion in rows}
+        try:
+            rows = self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", keys).fetchall()
+            return {key: completion_of(text) for key, text in rows if completion_of(text) is not None}
+        except sqlite3.Error as exc:
+            self._say_once("cannot be read:", exc)
+            return {}
 
     def put(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-        """(key, key parts, completion) triples, in one transaction."""
-        if not entries:
+        """(key, key parts, completion) triples, in one transaction. A write that fails (a
+        read-only or full disk, a database locked past the busy timeout) turns writes off for
+        the rest of the run, said once: the answers themselves are already the run's."""
+        import sqlite3
+
+        if not entries or not self.writable:
             return
         now = time.time()
-        self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                            [(key, parts["messages"], json.dumps(parts, sort_keys=True), json.dumps(completion), now)
-                             for key, parts, completion in entries])
+        try:
+            self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
+                                [(key, parts["messages"], json.dumps(parts, sort_keys=True), json.dumps(completion),
+                                  now) for key, parts, completion in entries])
+        except sqlite3.Error as exc:
+            self._no_writes(exc)
 
     def stats(self) -> dict[str, Any]:
         count, = self.db.execute("SELECT COUNT(*) FROM responses").fetchone()
@@ -104,6 +171,7 @@ class ResponseCache:
         self.db.execute("DELETE FROM responses")
         self.db.execute("VACUUM")
         return count
+
 
     def explain(self, parts: dict[str, Any], before: float = math.inf) -> str:
         """Why a row with these key parts was (or was not) answered from the entries stored
@@ -122,6 +190,24 @@ class ResponseCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def remove_cache_files(path: Path) -> None:
+    """A damaged cache file goes whole (with its -wal and -shm): nothing in it can be trusted."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def completion_of(text: str) -> dict[str, Any] | None:
+    """A stored completion, if it is one (a damaged entry is a miss)."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    fields = {f.name for f in dataclasses.fields(Completion)}
+    if not isinstance(value, dict) or not set(value) <= fields or not isinstance(value.get("answer"), str):
+        return None
+    return value
 
 
 def differences(mine: Any, other: Any, prefix: str = "") -> list[str]:
@@ -204,7 +290,8 @@ def row_messages(run_dir: Path, index: int) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import sys
+
+    from genrun.command import run_command
 
     parser = argparse.ArgumentParser(prog="genrun-cache", description="The response cache (cache=on): "
                                      "stats, clear, or why a row of a run was not answered from it.")
@@ -216,7 +303,8 @@ def main(argv: list[str] | None = None) -> None:
     explain.add_argument("run_dir", type=Path)
     explain.add_argument("index", type=int, help="the row's index (the records' `index`)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         if args.command == "explain":
             run_json = args.run_dir / "run.json"
             saved = json.loads(run_json.read_text()) if run_json.is_file() else {}
@@ -227,14 +315,21 @@ def main(argv: list[str] | None = None) -> None:
             started = datetime.fromisoformat(saved["started_at"]).timestamp()  # what the run found there
             print(cache.explain({**saved["cache"]["parts"], "messages": digest(messages), "seed": seed}, started))
             return
-        cache = ResponseCache(args.path)
-        if args.command == "stats":
-            print(json.dumps(cache.stats()))
-        else:
+        if args.command == "clear":
+            try:
+                cache = ResponseCache(args.path)
+            except UserError as exc:
+                if "is damaged" not in str(exc):
+                    raise
+                path = Path(args.path).expanduser() if args.path else default_path()
+                remove_cache_files(path)
+                print(f"genrun-cache: {path} was damaged: removed it")
+                return
             print(f"genrun-cache: cleared {cache.clear()} entries from {cache.path}")
-    except UserError as exc:
-        print(f"genrun-cache: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+            return
+        print(json.dumps(ResponseCache(args.path).stats()))
+
+    run_command("genrun-cache", body)
 
 
 if __name__ == "__main__":
