@@ -142,16 +142,20 @@ class OpenAIBackend(Backend):
         async with self.window:
             await self.pacer.wait(estimate)
             try:
-                response = await self.client().chat.completions.create(
-                    model=self.model_name, messages=messages, extra_body=self.body or None, **params
-                )
+                # The deadline of the whole attempt, body included: the client's own timeout is
+                # per read, so a server that trickles a byte a second would never time out.
+                async with asyncio.timeout(self.timeout):
+                    response = await self.client().chat.completions.create(
+                        model=self.model_name, messages=messages, extra_body=self.body or None, **params
+                    )
             except openai.RateLimitError as exc:
                 if _retry_after(exc.response.headers) is None:
                     self.window.overloaded()
                 raise
+        samples = samples_of(response)  # checked first: a body of another shape has no usage to read
         self.window.succeeded()
-        await self.pacer.used(estimate, getattr(response.usage, "total_tokens", None))
-        return samples_of(response)
+        await self.pacer.used(estimate, count(getattr(response.usage, "total_tokens", None)))
+        return samples
 
     def request_body(self, messages: Messages, seed: int | None = None) -> dict[str, Any]:
         """The JSON body _request sends for a row: what a Batch input file holds (genrun.batch)."""
@@ -174,7 +178,7 @@ class OpenAIBackend(Backend):
     def classify(self, exc: Exception) -> Failure:
         import openai
 
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
             return Failure(f"timeout: no answer within {self.timeout:g}s", retryable=True)
         if isinstance(exc, openai.APIConnectionError):
             cause = exc.__cause__ or exc
@@ -213,23 +217,34 @@ class OpenAIBackend(Backend):
 
 
 def samples_of(response: Any) -> list[Completion]:
-    """A chat completion's choices, in order, as completions (the usage's tokens on the first)."""
-    extras = response.model_extra or {}
+    """A chat completion's choices, in order, as completions (the usage's tokens on the first).
+    A 200 of another shape (an HTML page, content that is not text) is a ServerSaidError,
+    never an answer: the SDK builds its models from the body without checking it."""
+    if not hasattr(response, "choices"):  # a body that is not JSON comes back as text
+        raise ServerSaidError(f"the server's 200 answer is not a chat completion: {one_line(response, 80)!r}")
+    extras = getattr(response, "model_extra", None) or {}
     if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
         raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
-    if not response.choices:
+    choices = response.choices
+    if not choices:
         raise ServerSaidError("the server answered 200 with no choices")
+    if not isinstance(choices, list) or not all(hasattr(c, "message") and hasattr(c.message, "content")
+                                                for c in choices):
+        raise ServerSaidError("the server's 200 answer is not a chat completion: its choices hold no messages")
     usage = response.usage
     samples = []
-    for position, choice in enumerate(sorted(response.choices, key=lambda c: c.index)):
+    for position, choice in enumerate(sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)):
         message = choice.message
-        extras = message.model_extra or {}
+        if message.content is not None and not isinstance(message.content, str):
+            raise ServerSaidError(f"the server's answer has content of type {type(message.content).__name__}, "
+                                  "not text")
+        extras = getattr(message, "model_extra", None) or {}
         reasoning = extras.get("reasoning_content") or extras.get("reasoning")
         completion = Completion(
             answer=message.content,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=getattr(usage, "prompt_tokens", None),
-            completion_tokens=getattr(usage, "completion_tokens", None) if position == 0 else 0,
+            finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else None,
+            prompt_tokens=count(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=count(getattr(usage, "completion_tokens", None)) if position == 0 else 0,
             reasoning=reasoning if isinstance(reasoning, str) else None,
         )
         if message.content is None:  # e.g. the reasoning used up max_tokens: no answer to score
@@ -237,6 +252,11 @@ def samples_of(response: Any) -> list[Completion]:
             completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
         samples.append(completion)
     return samples
+
+
+def count(value: Any) -> int | None:
+    """A token count from a server's usage: a whole number, or None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 class ServerSaidError(Exception):

@@ -99,6 +99,18 @@ class FaultServer:
             return send(handler, 200, {"error": {"message": "upstream overloaded"}})
         if kind == "badjson" and attempt == 1:  # a 200 whose body is cut short
             return send_raw(handler, 200, b'{"id": "cmpl-1", "choices": [')
+        if kind == "trickle":  # a 200 whose body comes a byte a second, and never ends in time
+            return trickle(handler, json.dumps(completion(body, "too late")).encode())
+        if kind == "html":  # a proxy's error page, with status 200
+            return send_raw(handler, 200, b"<html><body>Bad gateway</body></html>", {"Content-Type": "text/html"})
+        if kind == "intcontent":  # a 200 whose content is not text
+            reply = completion(body, "x")
+            reply["choices"][0]["message"]["content"] = 5
+            return send(handler, 200, reply)
+        if kind == "nochoicemessage":
+            reply = completion(body, "x")
+            reply["choices"] = [{"index": 0, "finish_reason": "stop"}]
+            return send(handler, 200, reply)
         if kind == "slow" and attempt == 1 and not wait_unless_hung_up(handler, SLOW_S):
             return
         if kind == "drop" and attempt == 1:
@@ -135,15 +147,31 @@ def completion(body: dict, *texts: str | None) -> dict:
     }
 
 
+def trickle(handler: BaseHTTPRequestHandler, data: bytes, every_s: float = 1.0) -> None:
+    """Headers at once, then the body one byte a second (until the client hangs up)."""
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    try:
+        for byte in data:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            time.sleep(every_s)
+    except OSError:
+        handler.close_connection = True
+
+
 def send(handler: BaseHTTPRequestHandler, status: int, payload: dict, headers: dict | None = None) -> None:
     send_raw(handler, status, json.dumps(payload).encode(), headers)
 
 
 def send_raw(handler: BaseHTTPRequestHandler, status: int, data: bytes, headers: dict | None = None) -> None:
     handler.send_response(status)
-    handler.send_header("Content-Type", "application/json")
+    headers = dict(headers or {})
+    handler.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
     handler.send_header("Content-Length", str(len(data)))
-    for key, value in (headers or {}).items():
+    for key, value in headers.items():
         handler.send_header(key, value)
     handler.end_headers()
     handler.wfile.write(data)
