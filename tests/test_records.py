@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from genrun.records import AnswerLog, read_records
 
 
@@ -60,26 +63,58 @@ def written(path, records, metrics=("accuracy", "f1")):
     return log
 
 
-def test_a_resume_reads_the_index_and_the_tally_not_the_records(tmp_path) -> None:
+def test_a_resume_reads_the_index_and_the_tally_not_the_records(tmp_path, monkeypatch) -> None:
     from genrun import done_index
 
     path = tmp_path / "answers.jsonl"
     written(path, [scored(i, error="500" if i == 3 else None, score=float(i % 2)) for i in range(8)])
-    assert (tmp_path / ".answers.jsonl.idx").stat().st_size == 8 * done_index.ENTRY.itemsize
-    # Proof that neither is reparsed: a record whose line the index does not check is made
-    # unreadable, in place (same length), and the resume still knows its row and counts it.
-    lines = path.read_bytes().splitlines(keepends=True)
-    lines[2] = b"#" * (len(lines[2]) - 1) + b"\n"
-    path.write_bytes(b"".join(lines[:2]) + lines[2] + b"".join(lines[3:]))
-    monkey = done_index.SPOT_CHECKS
-    done_index.SPOT_CHECKS = 1  # only the last record is checked
-    try:
-        log = AnswerLog(path, metrics=["accuracy", "f1"])
-    finally:
-        done_index.SPOT_CHECKS = monkey
+    index = tmp_path / ".answers.jsonl.idx"
+    assert index.stat().st_size == len(done_index.HEADER) + 8 * done_index.ENTRY.itemsize
+    # Proof that no record is parsed: parsing one would fail the test.
+    monkeypatch.setattr(done_index, "parse", lambda line: pytest.fail("a record was parsed"))
+    log = AnswerLog(path, metrics=["accuracy", "f1"])
     assert log.done == set(range(8)) and log.failed_before == 1
     assert log.tally.result()["rows"] == 8 and log.tally.result()["scores"]["accuracy"] == round(3 / 7, 4)
     log.close()
+
+
+def test_damage_in_the_middle_of_the_journal_or_the_index_is_found_and_its_rows_answered_again(tmp_path) -> None:
+    from genrun import done_index
+    from genrun.metrics import summarize
+
+    path = tmp_path / "answers.jsonl"
+    index = tmp_path / ".answers.jsonl.idx"
+    records = [scored(i, score=float(i % 2)) for i in range(300)]
+    written(path, records)
+    journal = bytearray(path.read_bytes())
+    middle = len(journal) // 2
+    journal[middle:middle + 200] = b"\0" * 200  # overwritten in place: same length, lines merged
+    path.write_bytes(bytes(journal))
+    log = AnswerLog(path, metrics=["accuracy", "f1"])
+    lost = set(range(300)) - set(np.flatnonzero(log.done.flags).tolist())
+    assert 1 <= len(lost) <= 3  # the damaged rows are not done: they are answered again
+    assert log.tally.result() == summarize(path, ["accuracy", "f1"]) and log.tally.result()["rows"] == 300 - len(lost)
+    log.close()
+
+    written(path, records)  # an index entry naming another row (entry 5 says row 299)
+    entries = bytearray(index.read_bytes())
+    at = len(done_index.HEADER) + 5 * done_index.ENTRY.itemsize
+    entries[at:at + 8] = (299).to_bytes(8, "little")
+    index.write_bytes(bytes(entries))
+    log = AnswerLog(path, metrics=["accuracy", "f1"])
+    assert log.done == set(range(300)) and log.tally.result()["rows"] == 300
+    log.close()
+
+    written(path, records)  # a tally edited by hand: other counts and sums, the same `covers`
+    tally_file = tmp_path / ".answers.jsonl.tally"
+    saved = json.loads(tally_file.read_text())
+    saved["state"]["counts"]["rows"] = 1300
+    saved["state"]["scores"]["accuracy"]["total"] = 75.0
+    tally_file.write_text(json.dumps(saved))
+    again = AnswerLog(path, metrics=["accuracy", "f1"])
+    assert again.tally.result() == summarize(path, ["accuracy", "f1"])
+    assert again.tally.result()["rows"] == 300 and again.tally.result()["scores"]["accuracy"] == 0.5
+    again.close()
 
 
 def test_records_a_crash_left_unindexed_are_read_from_the_tail_and_a_torn_line_cut(tmp_path) -> None:

@@ -120,7 +120,7 @@ def open_rows(cfg: Mapping[str, Any], mode: str) -> Rows:
         "path": path,
         "name": cfg.get("name"),
         "split": cfg.get("split"),
-        "fingerprint": _fingerprint(path),
+        "fingerprint": fingerprint(path),
         "num_shards": num_shards,
         "shard_index": shard_index,
         "limit": limit,
@@ -265,6 +265,8 @@ def _check_fields(fields: Mapping[str, Any], mode: str, first: Mapping[str, Any]
             raise UserError(f"{exc} in the first row of {path}; fix the template or dataset.fields") from None
     for key in (*needed, "id", "reference", "choices"):
         column = fields.get(key)
+        if key == "id" and column == "auto":  # the id column where there is one: nothing to check
+            continue
         if column is None:
             if key in needed:
                 raise UserError(f"dataset.fields.{key} is not set, and mode={mode} needs it")
@@ -286,7 +288,7 @@ def _known_size(data: Any, split: str) -> int | None:
             return None
 
 
-def _fingerprint(path: str) -> str | None:
+def fingerprint(path: str) -> str | None:
     """sha256 over local data files (names, sizes, contents): equal fingerprints, equal data."""
     try:
         files = local_files(path)

@@ -74,8 +74,16 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(record, dict) and isinstance(record.get("index"), int):
+            if is_record(record):
                 yield record
+
+
+def is_record(value: Any) -> bool:
+    """A journal line's JSON is a record: an object with a row index (a whole number, not negative)."""
+    if not isinstance(value, dict):
+        return False
+    index = value.get("index")
+    return isinstance(index, int) and not isinstance(index, bool) and index >= 0
 
 
 class AnswerLog:
@@ -98,6 +106,8 @@ class AnswerLog:
         self.done = done_index.DoneRows()  # rows answered before this run started (resume skips them)
         self.failed_before = 0
         self.tally = Tally(self.metrics)
+        self._checksums = done_index.Checksums()  # carried on from the last entry: each write adds one
+        self._entries = 0  # entries in the index
         self._reconcile(retry_errors)
         try:
             self._file = open(path, "ab")
@@ -114,42 +124,47 @@ class AnswerLog:
         if not self.path.exists():
             done_index.forget(self.path)
             tally_path(self.path).unlink(missing_ok=True)
+            done_index.Writer(idx, done_index.Index(idx), "wb").close()
             return
         size = self.path.stat().st_size
-        index = done_index.load(self.path, size)
+        index = done_index.load(self.path, size)  # checked against the journal: None if it disagrees
         saved = Tally.load(tally_path(self.path), self.metrics) if index is not None else None
-        if saved is not None and saved[1] and not index.ends_at(saved[1]):
-            saved = None  # a tally of records the journal no longer holds where it says
+        if saved is not None and not matches(index, *saved):
+            saved = None  # a tally of other records than the index's, or edited: re-tallied from the journal
         if saved is not None:
-            self.tally, tally_from = saved
+            self.tally, tally_from, _ = saved
         else:
             tally_from = 0
         if index is None:  # none yet (a run from before the index), or out of step: rebuilt from the journal
             writer = done_index.Writer(idx, done_index.Index(idx), "wb")
         else:  # its entries for records the journal no longer holds (or a torn entry) go; the tail is added
-            os.truncate(idx, index.count * done_index.ENTRY.itemsize)
+            done_index.truncate(idx, index.count)
             writer = done_index.Writer(idx, index)
         garbled, last_end = False, index.covered if index is not None else 0
         try:
-            for end, record in done_index.scan(self.path, min(tally_from, last_end)):
+            for end, record, line in done_index.scan(self.path, min(tally_from, last_end)):
                 if record is None:
                     garbled = True
                     continue
                 if end > tally_from:
                     self.tally.add(record)
                 if end > last_end:
-                    writer.add(record["index"], end, done_index.ok(record))
+                    writer.add(record["index"], end, done_index.ok(record), line)
                     last_end = end
         finally:
             writer.close()
         index = writer.index
         if garbled or index.twice or (retry_errors and index.failed):
+            if garbled:
+                log.warning("%s: dropping lines that are not records (damage in the file?); their rows are "
+                            "answered again", self.path)
             index = self._rewrite(retry_errors)
         elif last_end < size:  # a line torn by a crash mid-write: cut it off
             with open(self.path, "r+b") as journal:
                 journal.truncate(last_end)
         self.done = index.done
         self.failed_before = index.failed
+        self._checksums, self._entries = index.checksums, index.count
         if index.count:
             log.info("resume: %d rows already done in %s", index.count, self.path)
 
@@ -180,10 +195,11 @@ class AnswerLog:
             self._file.write(line)
             self._file.flush()  # a crash loses at most the rows in flight
             self._size += len(line)
-            self._index.write(done_index.entry(record["index"], self._size, done_index.ok(record)))
+            self._index.write(self._checksums.entry(record["index"], self._size, done_index.ok(record), line))
             self._index.flush()
         except OSError as exc:  # a full disk, a quota: stop the run; what is written stays
             raise cannot_write(self.path, exc, "free some space, then resume the run") from exc
+        self._entries += 1
         self.tally.add(record)
         self._unsaved += 1
         if self._unsaved >= self.SAVE_TALLY_EVERY:
@@ -191,7 +207,8 @@ class AnswerLog:
 
     def _save_tally(self) -> None:
         try:
-            self.tally.save(tally_path(self.path), self._size)
+            self.tally.save(tally_path(self.path), self._size,
+                            stamp(self._entries, self._checksums.lines, self._checksums.rows))
             self._unsaved = 0
         except OSError as exc:  # the journal is what counts; the next resume re-tallies it
             log.warning("could not save the tally of %s: %s", self.path, exc)
@@ -203,6 +220,24 @@ class AnswerLog:
             except OSError:  # the write that failed already said why
                 pass
         self._save_tally()
+
+
+def stamp(entries: int, lines_crc: int, rows_crc: int) -> dict[str, int]:
+    """What ties a saved tally to the index entry it was made at."""
+    return {"entries": entries, "lines_crc": lines_crc, "rows_crc": rows_crc}
+
+
+def matches(index: done_index.Index, tally: Tally, covers: int, saved_stamp: dict[str, Any]) -> bool:
+    """Whether a saved tally counts exactly the index's first records: an entry ends where the
+    tally says it covers, it is the tally's last, and the checksums there are the tally's."""
+    if not covers:
+        return not tally.counts["rows"]
+    position = index.find(covers)
+    if position is None:
+        return False
+    entry = index.entry(position)
+    return (saved_stamp == stamp(position + 1, int(entry["lines_crc"]), int(entry["rows_crc"]))
+            and tally.counts["rows"] == position + 1)
 
 
 def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None = None) -> done_index.Index:
@@ -221,7 +256,7 @@ def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None =
                 line = journal_line(record)
                 out.write(line)
                 end += len(line)
-                writer.add(record["index"], end, done_index.ok(record))
+                writer.add(record["index"], end, done_index.ok(record), line)
                 if tally is not None:
                     tally.add(record)
         writer.close()
@@ -234,7 +269,8 @@ def rewrite(path: Path, records: Iterable[dict[str, Any]], tally: Tally | None =
         tmp.unlink(missing_ok=True)
         index_tmp.unlink(missing_ok=True)
     if tally is not None:
-        tally.save(tally_path(path), end)
+        sums = writer.index.checksums
+        tally.save(tally_path(path), end, stamp(writer.index.count, sums.lines, sums.rows))
     return writer.index
 
 
