@@ -28,6 +28,16 @@ ENDED = {"completed", "failed", "expired", "cancelled"}  # a batch's final statu
 STATE = "batch.json"  # in the run directory: the submitted batch's id, so a restart picks it up
 
 
+def check_export(path: Path, dataset_files: list[Path] | None, overwrite: bool) -> None:
+    """batch.export must not destroy data: never the dataset's own file, and another existing
+    file only with batch.overwrite=true."""
+    target = path.expanduser().resolve()
+    if any(target == f.resolve() for f in dataset_files or []):
+        raise UserError(f"batch.export={path} is the dataset's own file; write the requests elsewhere")
+    if target.exists() and not overwrite:
+        raise UserError(f"batch.export={path} exists; choose another file, or batch.overwrite=true to replace it")
+
+
 def export(path: Path, requests: Iterable[Request], request_body: Callable[[Request], dict[str, Any]]) -> int:
     """Write one Batch input line per request; returns how many. Rows that could not be built
     (a template error) are left out, as the online run would not send them: their error is
@@ -62,7 +72,8 @@ def read_output(path: Path, completion_of: Callable[[Mapping[str, Any]], Complet
     if not path.is_file():
         raise UserError(f"batch.results={path}: no such file")
     results: dict[str, Completion] = {}
-    with open(path, encoding="utf-8") as lines:
+    first_line: dict[str, int] = {}
+    with open(path, encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -72,16 +83,25 @@ def read_output(path: Path, completion_of: Callable[[Mapping[str, Any]], Complet
                 raise UserError(f"{path} line {number}: not JSON ({exc}); is it a Batch output file?") from exc
             if not isinstance(item, dict) or item.get("custom_id") is None:
                 raise UserError(f"{path} line {number}: no custom_id; is it a Batch output file?")
-            results[str(item["custom_id"])] = outcome(item, completion_of)
+            custom_id = str(item["custom_id"])
+            if custom_id in first_line:  # which answer is the row's? neither is taken silently
+                raise UserError(f"{path} line {number}: custom_id {custom_id!r} is on line {first_line[custom_id]} "
+                                "too; a Batch output file holds one result per request (remove one of them)")
+            first_line[custom_id] = number
+            results[custom_id] = outcome(item, completion_of, f"line {number}")
     return results
 
 
-def outcome(item: Mapping[str, Any], completion_of: Callable[[Mapping[str, Any]], Completion]) -> Completion:
-    """One output line as a Completion: the answer, or the error the batch recorded for the row."""
-    response = item.get("response") or {}
-    body = response.get("body")
+def outcome(item: Mapping[str, Any], completion_of: Callable[[Mapping[str, Any]], Completion],
+            where: str = "") -> Completion:
+    """One output line as a Completion: the answer, or the error the batch recorded for the row
+    (a line of another shape is that row's error, never a crash)."""
     if item.get("error"):
         return Completion(error=f"batch error: {message_of(item['error'])}")
+    response = item.get("response") or {}
+    if not isinstance(response, Mapping):
+        return Completion(error=f"batch output {where}: `response` is a {type(response).__name__}, not an object")
+    body = response.get("body")
     status = response.get("status_code")
     if status != 200 or not isinstance(body, dict):
         detail = message_of(body.get("error", body)) if isinstance(body, dict) else "no body"

@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genrun import credentials
 from genrun.config import conf_dir
-from genrun.errors import UserError, cannot_write, one_line
+from genrun.errors import Terminated, UserError, cannot_write, interrupted_code, one_line, raise_terminated
 from genrun.lock import RunDirInUse
 from genrun.metrics import mark_error
 from genrun.run import run
@@ -37,6 +37,7 @@ def run_job(cfg: DictConfig) -> int:
     the job returns it instead of exiting, so the other jobs and the sweep summary still run."""
     out_dir = Path(HydraConfig.get().runtime.output_dir)
     credentials.guard_logs()  # on Hydra's handlers, set up by now: no secret reaches genrun.log
+    quiet_http_client(HydraConfig.get().verbose)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         metrics = run(cfg, out_dir)
@@ -69,16 +70,13 @@ def run_job(cfg: DictConfig) -> int:
     return code
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's cancel, `kill`): ends the run as Ctrl-C does, with exit code 143."""
-
-
-def raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
-
-def interrupted_code(exc: KeyboardInterrupt) -> int:
-    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+def quiet_http_client(verbose: object) -> None:
+    """The HTTP client logs every request at INFO (a line a row, in the console and genrun.log);
+    they show only when asked for: hydra.verbose=httpx (or hydra.verbose=true)."""
+    names = [verbose] if isinstance(verbose, (str, bool)) or verbose is None else list(verbose)  # a ListConfig
+    if not (True in names or "httpx" in names):
+        for name in ("httpx", "httpx2"):  # the OpenAI SDK's client, under either name
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def full_error() -> bool:
@@ -87,16 +85,14 @@ def full_error() -> bool:
     return os.environ.get("GENRUN_FULL_ERROR", os.environ.get("HYDRA_FULL_ERROR")) == "1"
 
 
-def stop_engine_processes(grace_s: float = 5.0) -> None:
+def stop_engine_processes() -> None:
     """No engine process outlives genrun: vLLM leaves EngineCore running when its start-up is
     interrupted. Children started with multiprocessing are ours to end."""
-    children = multiprocessing.active_children()
-    for child in children:
-        child.terminate()
-    for child in children:
-        child.join(grace_s)
-        if child.is_alive():
-            child.kill()
+    if not multiprocessing.active_children():
+        return
+    from genrun.backend.vllm_internals import end_child_processes
+
+    end_child_processes()
 
 
 def main() -> None:

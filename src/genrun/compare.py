@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from genrun.command import run_command
 from genrun.errors import UserError
 from genrun.records import read_records
 from genrun.stats import mcnemar, paired_bootstrap, permutation
@@ -36,9 +36,34 @@ def main_metric(run: Path) -> str:
     return ((saved.get("scoring") or {}).get("metrics") or ["accuracy"])[0]
 
 
-def compare(run_a: Path, run_b: Path, metric: str | None = None) -> dict[str, Any]:
+def saved_dataset(run: Path) -> dict[str, Any]:
+    run_json = run / "run.json" if run.is_dir() else run.parent / "run.json"
+    try:
+        return json.loads(run_json.read_text()).get("dataset") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def check_comparable(run_a: Path, run_b: Path, a_scores: dict[Any, float], b_scores: dict[Any, float]) -> None:
+    """Two runs compare row by row only over the same data: refuse other datasets (their ids
+    may match by chance) or other rows, naming which (--force compares the shared rows)."""
+    a, b = saved_dataset(run_a), saved_dataset(run_b)
+    for key in ("fingerprint", "path", "name", "split"):
+        if a.get(key) and b.get(key) and a[key] != b[key]:
+            raise UserError(f"{run_a} and {run_b} answered different datasets ({key} {a[key]!r} and {b[key]!r}), "
+                            "so rows with the same id are not the same question; --force compares them anyway")
+    only_a, only_b = set(a_scores) - set(b_scores), set(b_scores) - set(a_scores)
+    if only_a or only_b:
+        raise UserError(f"the runs scored different rows ({len(only_a)} only in A, {len(only_b)} only in B, "
+                        f"{len(set(a_scores) & set(b_scores))} in both); finish them (resume), or --force compares "
+                        "the rows in both")
+
+
+def compare(run_a: Path, run_b: Path, metric: str | None = None, force: bool = False) -> dict[str, Any]:
     metric = metric or main_metric(run_a)
     a_scores, b_scores = row_scores(run_a, metric), row_scores(run_b, metric)
+    if not force:
+        check_comparable(run_a, run_b, a_scores, b_scores)
     shared = [i for i in a_scores if i in b_scores]
     if not shared:
         raise UserError(f"no row of {run_a} and {run_b} has a {metric!r} score in both "
@@ -70,18 +95,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--metric", help="the score to compare (default: run A's main metric)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--force", action="store_true",
+                        help="compare the rows both runs scored even when their datasets or row sets differ")
     args = parser.parse_args(argv)
-    try:
-        result = compare(args.run_a, args.run_b, args.metric)
-    except UserError as exc:
-        print(f"genrun-compare: error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    if args.json:
-        print(json.dumps(result))
-        return
-    print(f"{result['metric']}: A {result['mean_a']:.4f}, B {result['mean_b']:.4f} on {result['rows']} shared rows; "
-          f"A better on {result['a_better']}, B on {result['b_better']}, {result['ties']} ties ({result['test']})")
-    print(result["verdict"])
+
+    def body() -> None:
+        result = compare(args.run_a, args.run_b, args.metric, args.force)
+        if args.json:
+            print(json.dumps(result))
+            return
+        print(f"{result['metric']}: A {result['mean_a']:.4f}, B {result['mean_b']:.4f} on {result['rows']} shared "
+              f"rows; A better on {result['a_better']}, B on {result['b_better']}, {result['ties']} ties "
+              f"({result['test']})")
+        print(result["verdict"])
+
+    run_command("genrun-compare", body)
 
 
 if __name__ == "__main__":

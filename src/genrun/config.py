@@ -47,7 +47,7 @@ class ExtraConfig:
 
 @dataclass
 class FieldsConfig:
-    id: Optional[str] = None
+    id: Optional[str] = None  # a column, or auto: the `id` column where there is one (null: the row index)
     prompt: Optional[str] = "prompt"
     images: Optional[str] = None
     messages: Optional[str] = None
@@ -97,6 +97,7 @@ class BatchConfig:
 
     export: Optional[str] = None  # write the run's requests to this Batch input file; send nothing
     results: Optional[str] = None  # read this Batch output file into the run as its records
+    overwrite: bool = False  # batch.export may replace an existing file
 
 
 @dataclass
@@ -127,6 +128,7 @@ class GenrunConfig:
     system_prompt: str = ""
     image_tag: Optional[str] = None
     seed: int = 0
+    record_messages: bool = False  # each record keeps the whole conversation sent, as `messages_sent`
     resume: Optional[str] = None
     retry_errors: bool = False
     resume_allow_changed_dataset: bool = False

@@ -26,3 +26,15 @@ def one_line(text: object, limit: int = 500) -> str:
     """A message as one line of at most `limit` characters (an engine's errors span many)."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's cancel, `kill`): ends a command as Ctrl-C does, with exit code 143."""
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def interrupted_code(exc: KeyboardInterrupt) -> int:
+    return 143 if isinstance(exc, Terminated) else 130

@@ -21,16 +21,24 @@ LOCK_NAME = ".genrun.lock"
 class RunDirInUse(UserError):
     """Another process holds the run directory: this one must not write anything there."""
 
+    def __init__(self, message: str, holder: str) -> None:
+        super().__init__(message)
+        self.holder = holder
+
 
 class RunLock:
-    def __init__(self, run_dir: Path) -> None:
+    """quiet: only look whether anyone holds it (the lock file keeps its holder's name)."""
+
+    def __init__(self, run_dir: Path, quiet: bool = False) -> None:
         self.path = run_dir / LOCK_NAME
+        self.quiet = quiet
         self._file = None
 
     def __enter__(self) -> "RunLock":
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+", encoding="utf-8")
+            if not self.quiet:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "r" if self.quiet else "a+", encoding="utf-8")
         except OSError as exc:  # a read-only or full disk, a file where the folder should be
             raise cannot_write(self.path.parent, exc, "choose another hydra.run.dir") from exc
         try:
@@ -41,14 +49,15 @@ class RunLock:
             handle.close()
             raise RunDirInUse(
                 f"{self.path.parent} is in use by {holder}: wait for it to finish (or stop it), "
-                "or give this run another hydra.run.dir"
-            ) from None
+                "or give this run another hydra.run.dir", holder) from None
+        self._file = handle
+        if self.quiet:
+            return self
         handle.seek(0)
         handle.truncate()
         started = datetime.now(timezone.utc).isoformat(timespec="seconds")
         handle.write(f"genrun process {os.getpid()} on {socket.gethostname()} (since {started})\n")
         handle.flush()
-        self._file = handle
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from genrun import credentials
+from genrun.command import run_command
 from genrun.config import ScoringConfig
 from genrun.errors import UserError, cannot_write
 from genrun.judge import judge_file
@@ -117,8 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     judging = [o for o in args.overrides if o.lstrip("+~").startswith("judge")]
     scoring = [o for o in args.overrides if o not in judging]
-    try:
-        judge = judge_settings(judging) if judging else None
+
+    def body() -> None:
+        judge = judge_settings(credentials.hide(judging)) if judging else None
         files, sweep = answers_files(args.target)
         for answers in files:
             metrics = rescore_run(answers, scoring, judge)
@@ -128,9 +130,8 @@ def main(argv: list[str] | None = None) -> None:
 
             write_summary(args.target)
             print(f"genrun-score: summary: {args.target / 'summary.md'}")
-    except UserError as exc:
-        print(f"genrun-score: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+
+    run_command("genrun-score", body)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from genrun import batch, credentials, fewshot, provenance, resume, structured
 from genrun import metrics as run_metrics
 from genrun.backend.base import Backend, Completion
 from genrun.cache import CachedBackend, ResponseCache
-from genrun.dataset import image_base_dir, open_rows
+from genrun.dataset import image_base_dir, local_files, open_rows
 from genrun.errors import FatalBackendError, UserError, cannot_write
 from genrun.judge import judge_file
 from genrun.lock import RunLock
@@ -70,7 +70,8 @@ def prompt_settings(cfg: DictConfig) -> PromptSettings:
     template = compile_template(data.template, "dataset.template") if data.get("template") else None
     reference = (compile_template(data.reference_template, "dataset.reference_template")
                  if data.get("reference_template") else None)
-    return PromptSettings(cfg.system_prompt, cfg.image_tag, image_base_dir(str(data.path)), template, reference)
+    return PromptSettings(cfg.system_prompt, cfg.image_tag, image_base_dir(str(data.path)), template, reference,
+                          record_messages=bool(cfg.get("record_messages", False)))
 
 
 def request_maker(cfg: DictConfig, mode: str) -> tuple[Callable[[int, Any], Request], dict[str, Any] | None]:
@@ -219,6 +220,7 @@ def export_requests(cfg: DictConfig, out_dir: Path, requests: Iterable[Request],
     keeps run.json, so batch.results=OUTPUT resume=<it> reads the answers back into it."""
     backend = batch_file_backend(cfg)
     path = Path(cfg.batch.export).expanduser()
+    batch.check_export(path, local_files(str(cfg.dataset.path)), bool(cfg.batch.get("overwrite", False)))
     count = batch.export(path, requests, lambda r: backend.request_body(r.messages, r.seed))
     record = provenance.run_record(cfg, backend, dataset, started_at, resume.answer_config(cfg))
     write_json(out_dir / "run.json", {**record, "batch_export": {"file": str(path), "requests": count}})

@@ -17,6 +17,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from genrun.command import run_command
+from genrun.errors import UserError, one_line
 from genrun.stats import mean_ci95
 
 log = logging.getLogger(__name__)
@@ -41,10 +43,14 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = []
     for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml"), key=_job_number):
         job = overrides_file.parent.parent
-        overrides = yaml.safe_load(overrides_file.read_text()) or []
-        params = dict(o.split("=", 1) for o in overrides if "=" in o)
-        metrics_file = job / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        try:
+            overrides = yaml.safe_load(overrides_file.read_text()) or []
+        except (OSError, yaml.YAMLError):
+            overrides = []
+        if not isinstance(overrides, list):
+            overrides = []
+        params = dict(str(o).split("=", 1) for o in overrides if "=" in str(o))
+        metrics = read_metrics(job / "metrics.json")
         rows.append({
             "job": job.name,
             "params": {k.lstrip("+~"): v for k, v in params.items()},
@@ -58,6 +64,23 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "error": metrics.get("error") or failed_rows_note(metrics),
         })
     return rows
+
+
+def read_metrics(path: Path) -> dict[str, Any]:
+    """A job's metrics.json; one that cannot be read makes the job's row say so."""
+    if not path.exists():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return {"status": "unreadable", "error": f"metrics.json cannot be read ({one_line(exc, 120)}); "
+                                                 "resume the job to write it again"}
+    if not isinstance(metrics, dict):
+        return {"status": "unreadable", "error": "metrics.json is not an object; resume the job to write it again"}
+    for key in ("scores", "scores_ci95"):
+        if not isinstance(metrics.get(key) or {}, dict):
+            metrics[key] = {}
+    return metrics
 
 
 def failed_rows_note(metrics: dict[str, Any]) -> str | None:
@@ -214,12 +237,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="genrun-summary", description="Rebuild a sweep's summary.csv/md/png.")
     parser.add_argument("sweep_dir", type=Path)
     args = parser.parse_args(argv)
-    if not args.sweep_dir.is_dir():
-        parser.error(f"{args.sweep_dir}: no such folder")
-    rows = write_summary(args.sweep_dir)
-    if not rows:
-        parser.error(f"{args.sweep_dir}: no job directories (with .hydra/overrides.yaml) found")
-    print((args.sweep_dir / "summary.md").read_text(), end="")
+
+    def body() -> None:
+        if not args.sweep_dir.is_dir():
+            raise UserError(f"{args.sweep_dir}: no such folder")
+        rows = write_summary(args.sweep_dir)
+        if not rows:
+            raise UserError(f"{args.sweep_dir}: no job directories (with .hydra/overrides.yaml) found")
+        print((args.sweep_dir / "summary.md").read_text(), end="")
+
+    run_command("genrun-summary", body)
 
 
 if __name__ == "__main__":
