@@ -43,7 +43,9 @@ def draw(dataset: Mapping[str, Any], prompt_of: Callable[[Mapping[str, Any]], st
     if len(picked) < k:
         raise UserError(f"dataset.fewshot.k={k}, but {path} split {split!r} has {len(picked)} rows")
     picked.sort(key=lambda pair: pair[0])
-    id_field = (dataset.get("fields") or {}).get("id")
+    from genrun.modes import id_reader
+
+    row_id = id_reader((dataset.get("fields") or {}).get("id"))
     turns: Messages = []
     try:
         for _, row in picked:
@@ -52,5 +54,10 @@ def draw(dataset: Mapping[str, Any], prompt_of: Callable[[Mapping[str, Any]], st
             turns += [{"role": "user", "content": prompt_of(row)}, {"role": "assistant", "content": str(answer)}]
     except RowError as exc:
         raise UserError(f"dataset.fewshot: an example from {path} cannot be shown: {exc}") from None
-    ids = [row[id_field] if id_field and id_field in row else index for index, row in picked]
+    ids = []
+    for index, row in picked:
+        try:
+            ids.append(row_id(index, row))
+        except KeyError:  # the few-shot source lacks the id column
+            ids.append(index)
     return turns, {"k": k, "path": path, "name": name, "split": split, "seed": shots.get("seed", 1234), "ids": ids}

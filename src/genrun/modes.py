@@ -29,6 +29,7 @@ class PromptSettings:
     reference_template: Render | None = None  # dataset.reference_template, compiled
     fewshot: Messages = field(default_factory=list)  # example turns shown before every row
     images: ImagePolicy = ImagePolicy()  # which images a row may name (genrun-serve over HTTP restricts it)
+    record_messages: bool = False  # the record keeps the whole conversation sent (`messages_sent`)
 
 
 def row_prompt(row: Mapping[str, Any], fields: Mapping[str, Any], s: PromptSettings) -> Any:
@@ -101,11 +102,11 @@ def request_builder(mode: str, fields: Mapping[str, Any], settings: PromptSettin
     """Turns a row into a Request; a row that cannot be sent becomes a Request with its error.
     Settings are read once: per-row config lookups add up over millions of rows."""
     build = MODES[mode].build
-    id_field = fields.get("id")
+    row_id = id_reader(fields.get("id"))
     has_reference = bool(fields.get("reference")) or settings.reference_template is not None
 
     def request(index: int, row: Mapping[str, Any]) -> Request:
-        meta: dict[str, Any] = {"id": row[id_field] if id_field else index}
+        meta: dict[str, Any] = {"id": row_id(index, row)}
         try:
             if has_reference:
                 meta["reference"] = row_reference(row, fields, settings)
@@ -115,6 +116,20 @@ def request_builder(mode: str, fields: Mapping[str, Any], settings: PromptSettin
         if settings.fewshot:  # after the system prompt, before the row's own turns
             head = 1 if messages[0]["role"] == "system" else 0
             messages = [*messages[:head], *settings.fewshot, *messages[head:]]
+        if settings.record_messages:  # the whole conversation sent, few-shot turns and system prompt included
+            meta["messages_sent"] = messages
         return Request(index, messages, meta=meta)
 
     return request
+
+
+AUTO_ID = "auto"  # dataset.fields.id=auto: the `id` column where the data has one, else the row index
+
+
+def id_reader(id_field: str | None) -> Callable[[int, Mapping[str, Any]], Any]:
+    """A row's id: from the column dataset.fields.id names, or its index."""
+    if not id_field:
+        return lambda index, row: index
+    if id_field == AUTO_ID:
+        return lambda index, row: row["id"] if row.get("id") is not None else index
+    return lambda index, row: row[id_field]
