@@ -61,11 +61,35 @@ def start_engine(vllm: Any, **engine_args: Any) -> Any:
 
     thread = threading.Thread(target=build, name="genrun-engine-start", daemon=True)
     thread.start()
-    while thread.is_alive():
-        thread.join(0.2)  # a short wait: signal handlers run between waits
+    try:
+        while thread.is_alive():
+            thread.join(0.2)  # a short wait: signal handlers run between waits
+    except BaseException:
+        # A signal while the engine starts. The half-started EngineCore is ended here, and
+        # vLLM's start-up code, which then sees it die, unwinds in its thread before genrun
+        # reports and exits: left running, it raced the interpreter's shutdown (and once in a
+        # while its clean-up printed there, on a busy machine).
+        end_child_processes()
+        thread.join(10)
+        raise
     if "error" in built:
         raise built["error"]
     return built["llm"]
+
+
+def end_child_processes(grace_s: float = 5.0) -> None:
+    """End the processes this one started with multiprocessing (vLLM's EngineCore): terminate,
+    wait up to grace_s, then kill and reap what is left."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    for child in children:
+        child.terminate()
+    for child in children:
+        child.join(grace_s)
+        if child.is_alive():
+            child.kill()
+            child.join(grace_s)
 
 
 class EngineDied(RuntimeError):
