@@ -311,7 +311,7 @@ def test_merge_names_a_row_recorded_twice_in_one_run(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     write_jsonl(run_dir / "answers.jsonl", [{"index": 0, "answer": "a"}, {"index": 0, "answer": "a"}])
-    with pytest.raises(SystemExit, match=r"row 0 is in .*answers.jsonl twice .*resume="):
+    with pytest.raises(UserError, match=r"row 0 is in .*answers.jsonl twice .*resume="):
         merge([run_dir], tmp_path / "merged.jsonl")
 
 

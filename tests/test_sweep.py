@@ -6,7 +6,10 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
+
 from conftest import read_jsonl, run_cli, write_jsonl
+from genrun.errors import UserError
 from genrun.merge import merge
 from genrun.summary import main as summary_main
 
@@ -58,12 +61,8 @@ def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
     assert merge(shards, merged) == 10
     assert [r["prompt"] for r in read_jsonl(merged)] == [f"q{i}" for i in range(10)]
 
-    try:
+    with pytest.raises(UserError, match="rows missing"):  # a missing shard is reported
         merge(shards[:3], tmp_path / "partial.jsonl")
-    except SystemExit as exc:
-        assert "rows missing" in str(exc)
-    else:
-        raise AssertionError("a missing shard must be reported")
 
 
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path) -> None:
