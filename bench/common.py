@@ -28,7 +28,7 @@ TOPICS = ["the sea", "a spider", "Paris", "boiling water", "the sun", "a fox", "
 
 
 def tiny_model() -> str:
-    from genrun.tiny_model import cached_tiny_model
+    from genrun.assets.tiny_model import cached_tiny_model
 
     return cached_tiny_model("chat")
 
@@ -37,7 +37,7 @@ def model_for(args: argparse.Namespace) -> str:
     """--model tiny: the random-weight model, where genrun's share of the time is largest;
     --model demo: the real SmolLM2-135M-Instruct, where the engine's share is a real one."""
     if args.model == "demo":
-        from genrun.demo_model import demo_model
+        from genrun.assets.demo_model import demo_model
 
         return demo_model()
     return tiny_model()
@@ -70,21 +70,18 @@ def workload_args(doc: str | None, rows: int, max_tokens: int, repeats: int) -> 
 
 def compose(*overrides: str) -> Any:
     """genrun's config, composed exactly as the CLI composes it."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from genrun.settings import compose as settings_compose
 
-    from genrun.config import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+    return settings_compose(list(overrides))
 
 
 def genrun_run(backend: Any, *overrides: str) -> tuple[float, dict[str, Any]]:
-    """One genrun run (genrun.run.run: dataset streaming, records, scoring, metrics) on an
+    """One genrun run (genrun.engine.job.run: dataset streaming, records, scoring, metrics) on an
     already started backend; returns its wall time and metrics.json."""
-    from genrun.run import run
+    from genrun.engine.job import run
+    from genrun.settings import load
 
-    cfg = compose(*overrides)
+    cfg = load(compose(*overrides))
     out = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
     started = time.perf_counter()
     metrics = run(cfg, out, backend=backend)

@@ -49,7 +49,7 @@ def main() -> None:
                                        f"dataset.path={data}")
             rates[batch_size].append(args.rows / wall)
             run_dir = sorted((p for p in data.parent.glob("run-*")), key=lambda p: p.stat().st_mtime)[-1]
-            records = sorted((json.loads(l) for l in (run_dir / "answers.jsonl").open()), key=lambda r: r["index"])
+            records = sorted((json.loads(ln) for ln in (run_dir / "answers.jsonl").open()), key=lambda r: r["index"])
             answers[batch_size] = [r["answer"] for r in records]
     identical = all(answers[b] == answers[args.batch_sizes[0]] for b in args.batch_sizes)
     backend.close()
@@ -59,7 +59,7 @@ def main() -> None:
     print(f"  plain per-prompt model.generate loop: {fmt(loop, 1)} rows/s")
     result = {"model": args.model, "rows": args.rows, "plain_loop_rows_per_s": loop, "by_batch_size": {}, "greedy_identical": identical}
     for batch_size, values in rates.items():
-        ratios = [r / l for r, l in zip(values, loop_rates)]
+        ratios = [r / ln for r, ln in zip(values, loop_rates)]
         result["by_batch_size"][batch_size] = {"rows_per_s": summary(values), "ratio_to_loop": summary(ratios)}
         print(f"  genrun batch_size {batch_size:>2}: {fmt(summary(values), 1)} rows/s, "
               f"x{summary(ratios)['median']:.2f} the plain loop")

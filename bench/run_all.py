@@ -9,7 +9,7 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -44,11 +44,11 @@ def run(name: str) -> dict:
     script, *args = BENCHES[name]
     result = subprocess.run([sys.executable, str(HERE / f"{script}.py"), *args], capture_output=True, text=True,
                             cwd=ROOT)
-    lines = [l for l in result.stdout.splitlines() if l.startswith("RESULT ")]
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("RESULT ")]
     if result.returncode != 0 or not lines:
         print(result.stdout[-2000:] + result.stderr[-3000:])
         return {"bench": name, "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
-    print("\n".join(l for l in result.stdout.splitlines() if l.startswith("  ") or l[:1].isupper()))
+    print("\n".join(ln for ln in result.stdout.splitlines() if ln.startswith("  ") or ln[:1].isupper()))
     return json.loads(lines[-1][len("RESULT "):])
 
 
@@ -138,7 +138,7 @@ def machine() -> str:
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{datetime.now(timezone.utc):%Y-%m-%d}, genrun {commit}, {platform.platform()}, "
+    return (f"{datetime.now(UTC):%Y-%m-%d}, genrun {commit}, {platform.platform()}, "
             f"{os.cpu_count()} CPU cores, {memory:.0f} GiB RAM, no GPU; Python {platform.python_version()}; {versions}")
 
 

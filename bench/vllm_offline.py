@@ -6,7 +6,6 @@ Target: genrun >= 0.95 of the bare rows/s.
 
 from __future__ import annotations
 
-
 from common import VLLM_CPU, dataset, emit, fmt, genrun_run, model_for, paired, prompts, workload_args
 
 
@@ -17,7 +16,7 @@ def main() -> None:
     import time
 
     from genrun.backend.vllm import VLLMBackend
-    from genrun.prompts import prompt_messages
+    from genrun.prompt.messages import prompt_messages
 
     model = model_for(args)
     sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": args.max_tokens}

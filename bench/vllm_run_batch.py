@@ -76,7 +76,7 @@ def main() -> None:
             print(f"  repeat {repeat + 1} {name:9}: {wall:.1f} s, peak RSS {peak:.0f} MiB", flush=True)
         ratios.append(walls["genrun"][-1] / walls["run_batch"][-1])
     answered = sum(1 for _ in (WORK / "run-batch-genrun" / "answers.jsonl").open())
-    batch_out = [json.loads(l) for l in (WORK / "run-batch-out.jsonl").open()]
+    batch_out = [json.loads(ln) for ln in (WORK / "run-batch-out.jsonl").open()]
     assert answered == args.rows and len(batch_out) == args.rows and not any(r.get("error") for r in batch_out)
     result = {"model": args.model, "rows": args.rows, "max_tokens": args.max_tokens,
               "run_batch_s": summary(walls["run_batch"]), "genrun_s": summary(walls["genrun"]),

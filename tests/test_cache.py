@@ -13,7 +13,7 @@ from genrun.testing.fault_server import FaultServer
 
 
 def cache_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", "from genrun.cache import main; main()", *args],
+    return subprocess.run([sys.executable, "-c", "from genrun.commands.cache import main; main()", *args],
                           capture_output=True, text=True, timeout=120)
 
 

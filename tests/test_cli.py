@@ -67,7 +67,7 @@ def test_user_mistakes_give_one_clear_line(tmp_path: Path, args: list[str], mess
     result = run_cli("experiment=tiny", *args, f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
-    error_lines = [l for l in result.stderr.splitlines() if l.startswith("genrun: error:")]
+    error_lines = [ln for ln in result.stderr.splitlines() if ln.startswith("genrun: error:")]
     assert len(error_lines) == 1 and message in error_lines[0], result.stderr
 
 

@@ -10,10 +10,11 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from genrun.backend.hf import HFBackend
-from genrun.config import conf_dir
+from genrun.settings import conf_dir
 
 CONF = Path(conf_dir())
-GROUPS = ["backend", "sampling", "extra", "dataset", "experiment"]
+# Every config group, found from conf/ (hydra/ holds Hydra's own launcher presets).
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 
 
 def options(group: str) -> list[str]:
@@ -25,15 +26,56 @@ def compose_with(*overrides: str):
         return compose(config_name="config", overrides=list(overrides))
 
 
+def test_every_group_is_tested() -> None:
+    assert GROUPS == ["backend", "batch", "cache", "dataset", "experiment", "extra", "judge", "sampling", "scoring",
+                      "task"]
+
+
+# What an option needs besides itself to compose into settings (a dataset path, or a model
+# folder instead of the demo model's download).
+NEEDS = {("experiment", "demo"): ["backend.model_name_or_path=/models/any"]}
+
+
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes(group: str, option: str) -> None:
-    cfg = compose_with(f"{group}={option}")
+def test_every_option_composes_and_reads_into_settings(group: str, option: str, tiny_model: str,
+                                                        tmp_path: Path) -> None:
+    from genrun.settings import load
+
+    cfg = compose_with(f"{group}={option}", *NEEDS.get((group, option), []))
     assert cfg.mode.value == "generate"
     if group == "backend":
         assert cfg.backend._target_.startswith("genrun.backend.")
     # Every value but a deliberately required one resolves.
     missing = OmegaConf.missing_keys(cfg)
     assert missing <= {"dataset.path"}, missing
+    if missing:
+        cfg = compose_with(f"{group}={option}", *NEEDS.get((group, option), []), "dataset.path=data.jsonl")
+    settings = load(cfg)
+    assert settings.identity["backend"]["_target_"] == settings.backend["_target_"]
+    instantiate_cheap(group, option, settings, tmp_path)
+
+
+def instantiate_cheap(group: str, option: str, settings, tmp_path: Path) -> None:
+    """Build what the option configures, where that is cheap (no engine, no download)."""
+    from genrun.backend.build import build
+    from genrun.backend.response_cache import ResponseCache
+    from genrun.prompt.builder import prompt_settings
+    from genrun.scoring import Scorer
+
+    Scorer.of(settings.scoring)  # every option leaves a valid scoring
+    prompt_settings(settings.dataset, settings.prompt)  # and templates that compile
+    if group == "backend" and option == "openai":
+        build(settings.backend, settings.sampling, settings.extra, settings.seed).close()
+    if group == "judge" and option == "openai":
+        build(settings.judge.backend, settings.judge.sampling, {}).close()
+    if group == "cache" and settings.cache.enabled:
+        ResponseCache(tmp_path / "cache.sqlite").close()
+    if group == "dataset" and option != "default":
+        from conftest import open_dataset
+
+        mode = {"demo_chat": "multiturn", "demo_vqa": "multimodal"}.get(option, "generate")
+        rows = open_dataset(OmegaConf.to_container(OmegaConf.structured(settings.dataset)), mode)
+        assert rows.first
 
 
 def test_defaults_match_the_reference_page() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from genrun.dataset import open_rows
+from conftest import open_dataset as open_rows
 from genrun.errors import UserError
 
 ROWS = [{"q": f"question {i}", "a": [str(i)]} for i in range(10)]

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from genrun.extract import boxed, choice, number
 from genrun.scoring import Scorer
+from genrun.scoring.extract import boxed, choice, number
 from genrun.testing.fault_server import FaultServer
 
 SUBJECTS = ["anatomy", "astronomy", "virology"]
@@ -89,7 +89,7 @@ def test_rescoring_with_number_extraction_moves_the_score_without_a_request(tmp_
         assert result.returncode == 0, result.stderr
         before = json.loads((out / "metrics.json").read_text())["scores"]["accuracy"]
         sent = len(server.bodies)
-        rescored = subprocess.run([sys.executable, "-m", "genrun.rescore", str(out), "scoring.extract=number"],
+        rescored = subprocess.run([sys.executable, "-m", "genrun.commands.score", str(out), "scoring.extract=number"],
                                   capture_output=True, text=True, timeout=120)
         assert len(server.bodies) == sent  # no model was asked
     assert rescored.returncode == 0, rescored.stderr
@@ -100,7 +100,7 @@ def test_rescoring_with_number_extraction_moves_the_score_without_a_request(tmp_
     run_json = json.loads((out / "run.json").read_text())
     assert run_json["scoring"]["extract"] == "number"
     assert run_json["rescored"][0]["scoring"]["extract"] == "none" and run_json["rescored"][0]["scores"]["accuracy"] == 0.0
-    bad = subprocess.run([sys.executable, "-m", "genrun.rescore", str(out), "backend.model_name=x"],
+    bad = subprocess.run([sys.executable, "-m", "genrun.commands.score", str(out), "backend.model_name=x"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "scoring.KEY=VALUE and judge overrides only" in bad.stderr and "Traceback" not in bad.stderr
 
@@ -218,7 +218,7 @@ def test_an_llm_judge_scores_answers_in_the_run_and_after_it(tmp_path: Path) -> 
         assert run_cli(*server_args(model, tmp_path / "b", *common)).returncode == 0
     for reply, expected, sent in (("That is incorrect.", 0.0, 6), ("correct", 0.0, 0)):
         with FaultServer(work_s=0, reply=reply) as judge:
-            result = subprocess.run([sys.executable, "-m", "genrun.rescore", str(tmp_path / "b"), "judge=openai",
+            result = subprocess.run([sys.executable, "-m", "genrun.commands.score", str(tmp_path / "b"), "judge=openai",
                                      f"judge.backend.base_url={judge.url}", "judge.backend.model_name=judge"],
                                     capture_output=True, text=True, timeout=120)
             assert result.returncode == 0, result.stderr
@@ -235,7 +235,7 @@ def test_genrun_score_rescores_every_job_of_a_sweep_and_its_summary(tmp_path: Pa
                          "sampling.temperature=0,1", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     before = (sweep / "summary.csv").read_text()
-    result = subprocess.run([sys.executable, "-m", "genrun.rescore", str(sweep), "scoring.extract=number"],
+    result = subprocess.run([sys.executable, "-m", "genrun.commands.score", str(sweep), "scoring.extract=number"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     share = round(sum(r["answer"].endswith("#### 7") for r in gsm8k_rows(10)) / 10, 4)

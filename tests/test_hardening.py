@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from genrun.records import read_records
 from genrun.testing.fault_server import FaultServer
 from test_reliability import limit_file_size, one_error_line, openai_args, wait_for_records
 
@@ -30,8 +29,8 @@ HOSTILE_ANSWERS = {  # each took from 26 s to minutes to score before
 
 @pytest.mark.parametrize("name", list(HOSTILE_ANSWERS))
 def test_built_in_extraction_takes_linear_time_on_hostile_answers(name: str) -> None:
-    from genrun.extract import EXTRACTORS
     from genrun.scoring import strip_thinking
+    from genrun.scoring.extract import EXTRACTORS
 
     text = HOSTILE_ANSWERS[name] * 3  # a few hundred KB
     started = time.perf_counter()
@@ -96,7 +95,7 @@ def judged_args(server: FaultServer, judge: FaultServer, data: Path, out: Path, 
 
 
 def test_judge_verdicts_are_kept_as_they_arrive_and_a_resume_asks_only_for_the_rest(tmp_path: Path) -> None:
-    from genrun.judge import verdicts_path
+    from genrun.rundir.verdicts import verdicts_path
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}", "ref": "x"} for i in range(40)])
     out = tmp_path / "run"
@@ -120,13 +119,13 @@ def test_judge_verdicts_are_kept_as_they_arrive_and_a_resume_asks_only_for_the_r
 
 
 def test_genrun_score_judging_stopped_by_ctrl_c_is_one_line_and_resumes(tmp_path: Path) -> None:
-    from genrun.judge import verdicts_path
+    from genrun.rundir.verdicts import verdicts_path
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}", "ref": "x"} for i in range(30)])
     out = tmp_path / "run"
     with FaultServer(work_s=0) as server, FaultServer(work_s=0.1, reply="incorrect") as judge:
         assert run_cli(*openai_args(server, data, out, "dataset.fields.reference=ref")).returncode == 0
-        command = [sys.executable, "-m", "genrun.rescore", str(out), "judge=openai", f"judge.backend.base_url={judge.url}",
+        command = [sys.executable, "-m", "genrun.commands.score", str(out), "judge=openai", f"judge.backend.base_url={judge.url}",
                    "judge.backend.model_name=judge", "judge.backend.concurrency=1"]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -220,7 +219,7 @@ def test_a_damaged_cache_is_one_line_at_start_before_any_request(tmp_path: Path)
         line = one_error_line(result)
         assert "is damaged" in line and f"genrun-cache clear --path {cache}" in line
         assert len(server.bodies) == sent  # nothing was sent
-        cleared = subprocess.run([sys.executable, "-m", "genrun.cache", "--path", str(cache), "clear"],
+        cleared = subprocess.run([sys.executable, "-m", "genrun.commands.cache", "--path", str(cache), "clear"],
                                  capture_output=True, text=True, timeout=60)
         assert cleared.returncode == 0 and "was damaged: removed it" in cleared.stdout
         assert run_cli(*cached_args(server, data, tmp_path / "third", cache)).returncode == 0
@@ -261,7 +260,7 @@ def test_a_200_of_the_wrong_shape_fails_its_row_and_nothing_else(tmp_path: Path,
 
 
 def test_resume_finds_damage_in_the_journal_index_and_tally_and_answers_each_row_once(tmp_path: Path) -> None:
-    from genrun import done_index
+    from genrun.rundir import index as done_index
 
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}", "ref": f"answer to ok {i}"}
                                               for i in range(300)])
@@ -276,7 +275,7 @@ def test_resume_finds_damage_in_the_journal_index_and_tally_and_answers_each_row
         journal = bytearray(answers.read_bytes())
         journal[len(journal) // 2:len(journal) // 2 + 200] = b"\0" * 200  # 200 NUL bytes in the middle
         answers.write_bytes(bytes(journal))
-        checked = subprocess.run([sys.executable, "-m", "genrun.check", str(out)], capture_output=True, text=True)
+        checked = subprocess.run([sys.executable, "-m", "genrun.commands.check", str(out)], capture_output=True, text=True)
         assert checked.returncode == 1 and "lines are not records" in checked.stdout
         sent = len(server.bodies)
         assert run_cli(*args()).returncode == 0
@@ -300,7 +299,7 @@ def test_resume_finds_damage_in_the_journal_index_and_tally_and_answers_each_row
     assert sorted(r["index"] for r in records) == list(range(300))  # each row exactly once
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rows"] == metrics["answered"] == 300 and metrics["scores"]["accuracy"] == 1.0
-    checked = subprocess.run([sys.executable, "-m", "genrun.check", str(out)], capture_output=True, text=True)
+    checked = subprocess.run([sys.executable, "-m", "genrun.commands.check", str(out)], capture_output=True, text=True)
     assert checked.returncode == 0 and checked.stdout.strip().endswith(": ok"), checked.stdout
 
 
@@ -316,11 +315,11 @@ def sharded(tmp_path: Path, server: FaultServer, data: Path, name: str, shards: 
 
 
 def merge_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genrun.merge", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "genrun.commands.merge", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_merge_refuses_what_would_destroy_or_mix_answers(tmp_path: Path) -> None:
-    from genrun.lock import RunLock
+    from genrun.rundir.lock import RunLock
 
     one = write_jsonl(tmp_path / "one.jsonl", [{"prompt": f"ok {i}"} for i in range(10)])
     other = write_jsonl(tmp_path / "other.jsonl", [{"prompt": f"ok other {i}"} for i in range(10)])
@@ -351,7 +350,7 @@ def test_an_interrupted_merge_leaves_no_file_under_the_final_name(tmp_path: Path
             for i in range(shard, rows, 2):
                 journal.write(json.dumps({"id": i, "index": i, "answer": "x" * 40, "error": None}) + "\n")
     target = tmp_path / "merged.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "genrun.merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
+    proc = subprocess.Popen([sys.executable, "-m", "genrun.commands.merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
                              "-o", str(target)], stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / ".merged.jsonl.partial"
@@ -371,7 +370,7 @@ def test_compare_refuses_runs_over_different_datasets_that_share_ids(tmp_path: P
     with FaultServer(work_s=0) as server:
         for data, name in ((first, "A"), (second, "B")):
             assert run_cli(*openai_args(server, data, tmp_path / name, "dataset.fields.reference=ref")).returncode == 0
-    command = [sys.executable, "-m", "genrun.compare", str(tmp_path / "A"), str(tmp_path / "B")]
+    command = [sys.executable, "-m", "genrun.commands.compare", str(tmp_path / "A"), str(tmp_path / "B")]
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "answered different datasets" in refused.stderr and "--force" in refused.stderr
     forced = subprocess.run([*command, "--force"], capture_output=True, text=True, timeout=60)
@@ -419,7 +418,7 @@ def test_summary_of_a_sweep_with_a_garbled_metrics_file(tmp_path: Path) -> None:
         args = openai_args(server, data, tmp_path)[:-1]
         assert run_cli("-m", *args, "backend.concurrency=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}").returncode == 0
     (next((tmp_path / "sweep").glob("0_*")) / "metrics.json").write_text('{"rows": 1, "sco')
-    result = subprocess.run([sys.executable, "-m", "genrun.summary", str(tmp_path / "sweep")], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "genrun.commands.summary", str(tmp_path / "sweep")], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0 and "Traceback" not in result.stderr
     assert "unreadable" in result.stdout and "metrics.json cannot be read" in result.stdout
@@ -433,7 +432,7 @@ def test_genrun_score_stopped_by_sigterm_leaves_no_temporary_file(tmp_path: Path
             journal.write(json.dumps({"id": i, "index": i, "answer": f"answer {i} " * 8, "error": None,
                                       "reference": f"answer {i}"}) + "\n")
     before = (out / "answers.jsonl").read_bytes()
-    proc = subprocess.Popen([sys.executable, "-m", "genrun.rescore", str(out)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "genrun.commands.score", str(out)], stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (out / "answers.jsonl.tmp").exists():
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()

@@ -8,7 +8,7 @@ import pytest
 
 from genrun.backend.hf import HFBackend, generate_kwargs
 from genrun.errors import UserError
-from genrun.prompts import prompt_messages
+from genrun.prompt.messages import prompt_messages
 
 PROMPTS = [
     "Hi",

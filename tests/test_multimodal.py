@@ -11,10 +11,10 @@ import pytest
 
 import genrun
 from conftest import read_jsonl, run_cli, write_jsonl
-from genrun.testing.fault_server import FaultServer
 from genrun.backend.hf import HFBackend
 from genrun.errors import RowError
-from genrun.prompts import multimodal_messages
+from genrun.prompt.messages import multimodal_messages
+from genrun.testing.fault_server import FaultServer
 
 DEMO = Path(__file__).resolve().parents[1] / "src/genrun/data/demo_vqa"
 RED, BLUE = str(DEMO / "red_square.png"), str(DEMO / "blue_circle.png")
@@ -22,7 +22,7 @@ RED, BLUE = str(DEMO / "red_square.png"), str(DEMO / "blue_circle.png")
 
 @pytest.fixture(scope="session")
 def tiny_vision(genrun_cache: Path) -> str:
-    from genrun.tiny_model import cached_tiny_model
+    from genrun.assets.tiny_model import cached_tiny_model
 
     return cached_tiny_model("vision")
 

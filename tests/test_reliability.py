@@ -20,10 +20,10 @@ from typing import Callable
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
-from genrun.testing.fault_server import FaultServer
+from genrun.backend.sampling import check_sampling
 from genrun.errors import UserError
-from genrun.records import read_records
-from genrun.sampling import check_sampling
+from genrun.rundir.journal import read_records
+from genrun.testing.fault_server import FaultServer
 
 
 def openai_args(server: FaultServer, data: Path, out: Path, *extra: str) -> list[str]:
@@ -306,7 +306,7 @@ def test_a_sweep_summary_names_the_error_of_a_job_with_failed_rows(tmp_path: Pat
 
 
 def test_merge_names_a_row_recorded_twice_in_one_run(tmp_path: Path) -> None:
-    from genrun.merge import merge
+    from genrun.reports.merge import merge
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -316,7 +316,7 @@ def test_merge_names_a_row_recorded_twice_in_one_run(tmp_path: Path) -> None:
 
 
 def test_kill_minus_nine_is_not_needed_to_free_the_lock_after_a_normal_exit(tmp_path: Path) -> None:
-    from genrun.lock import RunLock
+    from genrun.rundir.lock import RunLock
 
     with RunLock(tmp_path):
         with pytest.raises(UserError, match=f"is in use by genrun process {os.getpid()}"):

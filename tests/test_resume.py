@@ -58,7 +58,7 @@ def test_sigkill_then_resume_gives_one_record_per_row(tmp_path: Path, data: Path
 
 
 def read_jsonl_tolerant(path: Path) -> list[dict]:
-    from genrun.records import read_records
+    from genrun.rundir.journal import read_records
 
     return list(read_records(path))
 

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from genrun.backend.base import Backend, Completion, Failure
+from genrun.engine.scheduler import Scheduler
 from genrun.errors import FatalBackendError
-from genrun.prompts import prompt_messages
-from genrun.scheduler import Request, Scheduler
+from genrun.prompt.messages import prompt_messages
+from genrun.prompt.request import Request
 
 
 class Scripted(Exception):

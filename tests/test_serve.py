@@ -52,7 +52,7 @@ def error_line(result: Any) -> str:
 
 
 def test_the_five_tools_over_stdio_with_the_pages_values(tiny_model: str, genrun_cache: Path) -> None:
-    from genrun.tiny_model import cached_tiny_model
+    from genrun.assets.tiny_model import cached_tiny_model
 
     page = yaml.safe_load(PARAMETER_YAML.replace("TINY", tiny_model))
     page["sampling_params"]["max_tokens"] = 8

@@ -215,11 +215,12 @@ def test_one_sessions_init_never_moves_another_sessions_prompts(tmp_path: Path) 
 
 
 def test_sessions_that_ask_for_the_same_model_share_one_engine(tmp_path: Path, tiny_model: str) -> None:
-    from genrun import serve
     from genrun.backend.hf import HFBackend
+    from genrun.serve.policy import Operator
+    from genrun.serve.sessions import Http
 
-    operator = serve.Operator("hf", {"model_name_or_path": tiny_model, "batch_size": 2}, {"max_tokens": 4}, {})
-    gate = serve.Http(operator)
+    operator = Operator("hf", {"model_name_or_path": tiny_model, "batch_size": 2}, {"max_tokens": 4}, {})
+    gate = Http(operator)
     gate.start()
 
     class Ctx:
@@ -315,7 +316,7 @@ def test_a_bad_http_setting_is_one_line_and_exit_2(args: list[str], message: str
 
 
 def test_http_addresses() -> None:
-    from genrun.serve import http_address
+    from genrun.serve.http import http_address
 
     assert http_address("8765") == ("127.0.0.1", 8765)
     assert http_address("0.0.0.0:1") == ("0.0.0.0", 1)

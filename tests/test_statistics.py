@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import read_jsonl, run_cli, write_jsonl
 from genrun.scoring import pass_at_k
-from genrun.stats import ci95, mcnemar, wilson
+from genrun.scoring.stats import ci95, mcnemar, wilson
 from genrun.testing.fault_server import FaultServer
 
 
@@ -59,7 +59,7 @@ def test_compare_a_run_with_itself_and_a_real_difference(tmp_path: Path) -> None
         assert run_cli(*run_args(never, data, tmp_path / "b")).returncode == 0
 
     def compare(*args: str) -> dict:
-        result = subprocess.run([sys.executable, "-m", "genrun.compare", *args, "--json"], capture_output=True,
+        result = subprocess.run([sys.executable, "-m", "genrun.commands.compare", *args, "--json"], capture_output=True,
                                 text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)

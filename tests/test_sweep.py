@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
+from genrun.commands.summary import main as summary_main
 from genrun.errors import UserError
-from genrun.merge import merge
-from genrun.summary import main as summary_main
+from genrun.reports.merge import merge
 
 
 def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None:

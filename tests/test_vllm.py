@@ -17,7 +17,7 @@ import genrun.api
 from conftest import VLLM_CPU, engine_processes, read_jsonl, run_cli, write_jsonl
 from genrun.backend.vllm import VLLMBackend
 from genrun.errors import UserError
-from genrun.prompts import prompt_messages
+from genrun.prompt.messages import prompt_messages
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_unknown_keys_are_named_before_the_engine_starts(tiny_model: str) -> Non
 
 
 def test_shutdown_frees_the_engine_and_another_model_starts(engine: VLLMBackend, tmp_path: Path) -> None:
-    from genrun.tiny_model import build_tiny_model
+    from genrun.assets.tiny_model import build_tiny_model
 
     first = engine_processes()
     assert first, "the engine runs in its own process"

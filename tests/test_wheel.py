@@ -25,7 +25,7 @@ def test_installed_wheel_finds_its_configs_from_any_folder(tmp_path: Path) -> No
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    where = subprocess.run([str(python), "-c", "import genrun, genrun.config as c; print(genrun.__file__); print(c.conf_dir())"],
+    where = subprocess.run([str(python), "-c", "import genrun, genrun.settings as c; print(genrun.__file__); print(c.conf_dir())"],
                            cwd=elsewhere, check=True, capture_output=True, text=True).stdout.split()
     assert where[0].startswith(str(venv)) and where[1].startswith(str(venv))
 

@@ -15,11 +15,12 @@ from contextvars import ContextVar
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from genrun.backend import Backend, Completion, backend_class, checked_settings
+from genrun.backend.build import build, config_of
+from genrun.engine.scheduler import answer
 from genrun.errors import UserError
-from genrun.images import ImagePolicy
-from genrun.modes import API_FIELDS, PromptSettings, request_builder
-from genrun.run import answer
-from genrun.scheduler import Request
+from genrun.prompt.images import ImagePolicy
+from genrun.prompt.modes import API_FIELDS, PromptSettings, request_builder
+from genrun.prompt.request import Request
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ class Session:
         """Build the backend, freeing the previous one first (its settings checked before)."""
         cls, settings = backend_settings(backend_configs, backend)
         self.release()
-        self.backend = cls(**settings, sampling=dict(sampling_params or {}), extra=dict(extra_params or {}))
+        self.backend = build(config_of(cls, settings), sampling_params, extra_params)
 
     async def generate(self, prompt_ls: List[Union[str, Dict[str, Any]]], system_prompt: str = "") -> list[str | None]:
         return await self.answer("generate", [{"prompt": p} for p in prompt_ls], PromptSettings(system_prompt))

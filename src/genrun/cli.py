@@ -1,4 +1,5 @@
-"""The `genrun` command: compose the config with Hydra, run the job, and decide the exit code.
+"""The `genrun` command: compose the config with Hydra, read it into settings once, run the
+job, and decide the exit code; and the sweep callback that writes a multirun's summary.
 
 Exit codes: 0 every row answered; 1 some rows failed (or a sweep's job did); 2 a mistake in
 the config, the data or the environment (one line says which); 130 Ctrl-C; 143 SIGTERM.
@@ -10,28 +11,25 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from genrun import credentials
-from genrun.config import conf_dir
+from genrun import credentials, settings
 from genrun.errors import Terminated, UserError, cannot_write, interrupted_code, one_line, raise_terminated
-from genrun.lock import RunDirInUse
-from genrun.metrics import mark_error
-from genrun.run import run
-from genrun.summary import SweepFailed
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED_ROWS, EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 
 
-@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+@hydra.main(version_base="1.3", config_path=settings.conf_dir(), config_name="config")
 def run_job(cfg: DictConfig) -> int:
     """One job: run it, report a user's mistake as one line, and give its exit code. In a sweep
     the job returns it instead of exiting, so the other jobs and the sweep summary still run."""
@@ -39,8 +37,12 @@ def run_job(cfg: DictConfig) -> int:
     credentials.guard_logs()  # on Hydra's handlers, set up by now: no secret reaches genrun.log
     quiet_http_client(HydraConfig.get().verbose)
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    from genrun.engine.job import run  # here, not at the top: `genrun --cfg job` needs none of it
+    from genrun.rundir.lock import RunDirInUse
+    from genrun.rundir.status import mark_error
+
     try:
-        metrics = run(cfg, out_dir)
+        metrics = run(settings.load(cfg), out_dir)
         code = EXIT_OK if metrics["failed"] == 0 else EXIT_FAILED_ROWS
     except UserError as exc:
         if full_error():
@@ -68,6 +70,26 @@ def run_job(cfg: DictConfig) -> int:
     if code and not multirun:
         sys.exit(code)
     return code
+
+
+class SweepFailed(BaseException):
+    """A sweep ran to its end, but some job did not finish cleanly (per its metrics.json).
+
+    A BaseException, like SystemExit, because it is the process's outcome, not an error:
+    Hydra turns a callback's Exception into a warning, and this must reach the CLI."""
+
+
+class SweepSummary(Callback):
+    """Hydra's multirun callback: the sweep's summary, from each job's files on disk."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from genrun.reports.summary import write_summary
+
+        order = config.get("metric") or config.get("scoring", {}).get("metrics") or []
+        rows = write_summary(Path(config.hydra.sweep.dir), list(order))
+        unfinished = [r["job"] for r in rows if r["status"] != "ok"]
+        if unfinished:  # the CLI makes this its exit code (Hydra passes it on: HYDRA_FULL_ERROR)
+            raise SweepFailed(f"jobs not ok: {', '.join(unfinished)}")
 
 
 def quiet_http_client(verbose: object) -> None:

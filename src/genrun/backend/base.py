@@ -1,5 +1,5 @@
 """The interface every backend implements. Batching, concurrency and retries live in
-genrun.scheduler, records in genrun.records, so a backend only answers a batch of conversations."""
+genrun.engine.scheduler, records in genrun.rundir.record, so a backend only answers a batch of conversations."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from genrun.errors import UserError, one_line
-from genrun.prompts import Messages
+
+# A conversation as OpenAI-style chat messages: [{"role": ..., "content": text or parts}, ...].
+Messages = list[dict[str, Any]]
 
 
 @dataclass
@@ -25,10 +27,10 @@ class Completion:
     # With sampling.n > 1: every sample's answer and finish reason, in order (answer is the first).
     answers: list[str | None] | None = None
     finish_reasons: list[str | None] | None = None
-    cached: bool = False  # answered from the response cache (genrun.cache), no request sent
+    cached: bool = False  # answered from the response cache (backend.response_cache), no request sent
 
     @staticmethod
-    def of_samples(samples: list["Completion"]) -> "Completion":
+    def of_samples(samples: list[Completion]) -> Completion:
         """One row's n samples as one completion; a row is answered only when all its samples are."""
         if len(samples) == 1:
             return samples[0]
@@ -73,6 +75,8 @@ class Backend:
     concurrency: int = 1
     retries: int = 0
     base_delay: float = 1.0
+    # A backend that can send a run as one Batch API job (backend.batch=true): the openai one.
+    takes_batch_jobs: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,7 +96,7 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
-    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "Backend | None":
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> Backend | None:
         """The same engine answering with other sampling and chat-template settings, sharing its
         memory (genrun-serve gives each session its own settings and one engine); closing it
         leaves the engine to its owner. None: the backend is cheap to build anew (a client)."""
@@ -100,7 +104,7 @@ class Backend:
 
     # Its owner holds a backend from building it to close(); `async with backend:` holds the
     # part that belongs to one event loop (an HTTP client), released by aclose() on the way out.
-    async def __aenter__(self) -> "Backend":
+    async def __aenter__(self) -> Backend:
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:

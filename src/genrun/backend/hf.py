@@ -9,12 +9,10 @@ import logging
 import re
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, check_extra, drop_none, split_known, template_hash
-from genrun.backend.local_model import check_model_path, gguf_file, parse_gpu_ids
+from genrun.backend.base import Backend, Completion, Messages, check_extra, drop_none, split_known, template_hash
+from genrun.backend.local_model import check_model_path, gguf_file, load_image, parse_gpu_ids
+from genrun.backend.sampling import check_sampling
 from genrun.errors import RowError, UserError, one_line
-from genrun.images import load_image
-from genrun.prompts import Messages
-from genrun.sampling import check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +128,7 @@ class HFBackend(Backend):
         constraint = check_sampling(sampling).get("structured_outputs")
         self.grammar = compile_grammar(constraint, self.tokenizer, self.model.config) if constraint else None
 
-    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "HFBackend":
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> HFBackend:
         """The same model with other sampling and chat-template settings (genrun-serve's
         sessions): it shares the weights; closing it leaves them loaded."""
         view = copy.copy(self)
@@ -240,7 +238,8 @@ class HFBackend(Backend):
         answer = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
         for stop in self.generate_kwargs.get("stop_strings", []):
             answer = answer.split(stop, 1)[0]  # like vLLM and OpenAI: the stop string is not returned
-        return Completion(answer=answer, finish_reason=finish, prompt_tokens=int(prompt_tokens), completion_tokens=count)
+        return Completion(answer=answer, finish_reason=finish, prompt_tokens=int(prompt_tokens),
+                          completion_tokens=count)
 
     def close(self) -> None:
         if getattr(self, "model", None) is None or not self._owns_model:
@@ -285,7 +284,8 @@ def compile_grammar(constraint: Mapping[str, Any], tokenizer: Any, config: Any) 
     except ImportError:
         raise UserError("sampling.structured_outputs on backend=hf needs xgrammar (pip install xgrammar); "
                         "backend=vllm and backend=openai (on vLLM's server) take it as they are") from None
-    vocab_size = getattr(config, "vocab_size", None) or getattr(getattr(config, "text_config", None), "vocab_size", None)
+    text_config = getattr(config, "text_config", None)
+    vocab_size = getattr(config, "vocab_size", None) or getattr(text_config, "vocab_size", None)
     compiler = xgrammar.GrammarCompiler(xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size))
     kind, spec = next(iter(constraint.items()))
     try:

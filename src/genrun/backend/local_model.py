@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 from pathlib import Path
+from typing import Any
 
-from genrun.errors import UserError
+from genrun.errors import RowError, UserError
 
 
 def parse_gpu_ids(gpu_ids: str | int | None) -> list[int] | None:
@@ -50,8 +53,8 @@ def gguf_as_folder(path: str) -> str:
     import hashlib
     import logging
 
-    from genrun.cache import cache_root, cached
-    from genrun.demo_model import gguf_to_transformers
+    from genrun.assets.folder import cache_root, cached
+    from genrun.assets.gguf import gguf_to_transformers
 
     gguf = gguf_file(path)
     assert gguf is not None
@@ -63,3 +66,25 @@ def gguf_as_folder(path: str) -> str:
             "%s: converting the GGUF file into a transformers folder in %s (once; dequantized, so it takes "
             "more disk than the file)", gguf.name, cache_root() / name)
     return str(cached(name, lambda folder: gguf_to_transformers(gguf, folder)))
+
+
+def load_image(url: str, timeout: float = 30.0) -> Any:
+    """A PIL image from a data URL or an http(s) URL (for backends that decode images themselves)."""
+    from PIL import Image, UnidentifiedImageError
+
+    if url.startswith("data:"):
+        data = base64.b64decode(url.split(",", 1)[1])
+    else:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                data = response.read()
+        except OSError as exc:
+            raise RowError(f"image URL could not be fetched: {url} ({exc})") from None
+    try:
+        with Image.open(io.BytesIO(data)) as check:
+            check.verify()
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise RowError(f"not an image: {url[:60]}") from None

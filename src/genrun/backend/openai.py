@@ -15,12 +15,12 @@ import time
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from genrun import credentials, structured
-from genrun.backend.base import Backend, Completion, Failure, check_extra
+from genrun import credentials
+from genrun.backend import structured
+from genrun.backend.base import Backend, Completion, Failure, Messages, check_extra
 from genrun.backend.pacing import Pacer, Window
+from genrun.backend.sampling import check_sampling
 from genrun.errors import UserError, one_line
-from genrun.prompts import Messages
-from genrun.sampling import check_sampling
 
 # Sampling keys the chat-completions endpoint takes as parameters; any other sampling key
 # (top_k, repetition_penalty, min_p, ...) goes into the request body, which vLLM and
@@ -38,6 +38,7 @@ AUTH_STATUS = {401, 403}
 
 class OpenAIBackend(Backend):
     name = "openai"
+    takes_batch_jobs = True
     operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm",
                              "prices", "batch", "batch_poll_s"})
 
@@ -58,7 +59,7 @@ class OpenAIBackend(Backend):
         tpm: float | None = None,  # tokens per minute (estimated before a request, corrected after)
         prices: Mapping[str, float] = NO_KEYS,  # {input_per_1m: X, output_per_1m: Y}: metrics.json's cost
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
-        batch: bool = False,  # send the run as one Batch API job (genrun.batch) instead of request by request
+        batch: bool = False,  # send the run as one Batch API job instead of request by request
         batch_poll_s: float = 30.0,  # seconds between looks at the batch's status
     ) -> None:
         if concurrency < 1:
@@ -71,7 +72,8 @@ class OpenAIBackend(Backend):
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
         for key, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
-                raise UserError(f"backend.{key} must be a positive number per minute (or null for no limit), got {value}")
+                raise UserError(f"backend.{key} must be a positive number per minute (or null for no limit), "
+                                f"got {value}")
         chat_template_kwargs = check_extra(extra, self.name)
         sampling = check_sampling(sampling)
         self.params = {k: v for k, v in sampling.items() if k in CHAT_PARAMS}
@@ -158,7 +160,7 @@ class OpenAIBackend(Backend):
         return samples
 
     def request_body(self, messages: Messages, seed: int | None = None) -> dict[str, Any]:
-        """The JSON body _request sends for a row: what a Batch input file holds (genrun.batch)."""
+        """The JSON body _request sends for a row: what a Batch input file holds (genrun.engine.batch_files)."""
         params = self.params if seed is None else {**self.params, "seed": seed}
         return {"model": self.model_name, "messages": messages, **params, **self.body}
 

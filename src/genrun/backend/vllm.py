@@ -22,13 +22,12 @@ import multiprocessing
 import os
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, Failure, check_extra, split_known, template_hash
 from genrun.backend import vllm_internals as internals
+from genrun.backend.base import Backend, Completion, Failure, Messages, check_extra, split_known, template_hash
 from genrun.backend.local_model import check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
+from genrun.backend.sampling import check_sampling
 from genrun.backend.vllm_internals import EngineDied
 from genrun.errors import UserError, one_line
-from genrun.prompts import Messages
-from genrun.sampling import check_sampling
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ class VLLMBackend(Backend):
         self._engine = EngineState()
         internals.wake_on_engine_death(self.llm, self._engine.on_death)
 
-    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> "VLLMBackend":
+    def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> VLLMBackend:
         """The same engine with other sampling and chat-template settings (genrun-serve's
         sessions): it shares the engine and its pump; closing it leaves the engine running."""
         view = copy.copy(self)
@@ -123,7 +122,8 @@ class VLLMBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
-        return {"model": self.model_path, "chat_template_sha256": template_hash(getattr(tokenizer, "chat_template", None))}
+        template = getattr(tokenizer, "chat_template", None)
+        return {"model": self.model_path, "chat_template_sha256": template_hash(template)}
 
     async def generate_batch(self, conversations: list[Messages],
                              seeds: list[int] | None = None) -> list[Completion]:

@@ -62,7 +62,7 @@ class BatchServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "BatchServer":
+    def __enter__(self) -> BatchServer:
         self.thread.start()
         return self
 
@@ -118,7 +118,8 @@ class BatchServer:
                 batch["error_file_id"] = self.store(f"{batch_id}_errors.jsonl", "".join(errors).encode())
             batch["status"] = self.end_status
             if self.end_status == "failed":
-                batch["errors"] = {"object": "list", "data": [{"code": "invalid_request", "message": "the test said so"}]}
+                failure = {"code": "invalid_request", "message": "the test said so"}
+                batch["errors"] = {"object": "list", "data": [failure]}
 
     def forward(self, body: dict) -> tuple[int, dict]:
         request = urllib.request.Request(f"{self.upstream}/chat/completions", data=json.dumps(body).encode(),

@@ -35,7 +35,7 @@ def vllm_server(model: str, log_path: Path, name: str = "tiny") -> Iterator[str]
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"vLLM server did not start; see {log_path}")
+                    raise RuntimeError(f"vLLM server did not start; see {log_path}") from None
                 time.sleep(1)
         yield url
     finally:

@@ -1,0 +1,6 @@
+"""Model assets built once into genrun's cache folder: the tiny random-weight test models, the
+real demo model (SmolLM2-135M-Instruct from a PyPI wheel), and GGUF files converted to
+transformers folders.
+
+May use: genrun.errors, and torch/transformers inside the functions that build models.
+"""

@@ -1,0 +1,129 @@
+"""genrun-score RUN_DIR [scoring.KEY=VALUE ...] [judge=NAME judge.KEY=VALUE ...]: score a
+run's answers again, with other extraction or metrics, without calling the model that
+answered; with a judge, an LLM judges the rows not judged yet.
+
+RUN_DIR is a run directory, a sweep directory (every job in it, then its summary), or an
+answers.jsonl file. The records' `extracted` and `scores`, and metrics.json, are rewritten;
+run.json keeps the scoring settings and scores from before under `rescored`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from genrun import credentials
+from genrun.commands import run_command
+from genrun.engine.judging import judge_file
+from genrun.errors import UserError, cannot_write
+from genrun.reports.summary import write_summary
+from genrun.rundir.journal import now, read_records, rewrite, write_json
+from genrun.rundir.lock import RunLock
+from genrun.rundir.tally import Tally
+from genrun.scoring.scorer import Scorer, score_record
+from genrun.settings import compose, load_judge
+from genrun.settings.schema import JudgeConfig, ScoringConfig
+
+
+def rescore_run(answers: Path, overrides: list[str], judge: JudgeConfig | None = None) -> dict[str, Any]:
+    """Rescore one answers file (under its run directory's lock), and judge its rows first
+    when a judge is given; returns the new metrics."""
+    run_dir = answers.parent
+    run_json = run_dir / "run.json"
+    record = json.loads(run_json.read_text()) if run_json.exists() else None
+    before = (record or {}).get("scoring") or {}
+    settings = scoring_settings(before, overrides)
+    scorer = Scorer.of(ScoringConfig(**settings))
+    with RunLock(run_dir):
+        if judge is not None:
+            judge_file(answers, judge)
+        totals = rescored(answers, scorer)
+        metrics_file = run_dir / "metrics.json"
+        old = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+        metrics = {k: v for k, v in old.items()
+                   if k not in ("scores", "scores_ci95", "scores_rows", "scored_rows", "unclosed_thinking")}
+        metrics.update(totals)
+        write_json(metrics_file, metrics)
+        if record is not None:
+            history = [*record.get("rescored", []), {"at": now(), "scoring": before, "scores": old.get("scores")}]
+            write_json(run_json, {**record, "scoring": settings, "rescored": history})
+    return metrics
+
+
+def scoring_settings(before: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The run's scoring settings with the overrides applied, checked like the CLI's."""
+    wrong = [o for o in overrides if not o.lstrip("+").startswith("scoring.")]
+    if wrong:
+        raise UserError(f"{wrong[0]}: genrun-score takes scoring.KEY=VALUE and judge overrides only")
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(ScoringConfig), before,
+                                 OmegaConf.from_dotlist([o.lstrip("+")[len("scoring."):] for o in overrides]))
+    except OmegaConfBaseException as exc:
+        raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
+    return OmegaConf.to_container(merged)
+
+
+def judge_settings(overrides: list[str]) -> JudgeConfig:
+    """The judge from `judge=NAME judge.KEY=VALUE ...`, composed as the CLI composes it."""
+    judge = load_judge(compose(overrides))
+    if judge is None:
+        raise UserError("judge: choose one, e.g. judge=openai judge.backend.model_name=...")
+    return judge
+
+
+def rescored(answers: Path, scorer: Scorer) -> dict[str, Any]:
+    """Rewrite the answers file with new scores, streaming; returns its totals (Tally.result)."""
+    def records() -> Iterator[dict[str, Any]]:
+        for record in read_records(answers):
+            score_record(record, scorer)  # a judge's verdict is kept, not redone
+            yield record
+
+    tally = Tally(scorer.metrics)
+    try:
+        rewrite(answers, records(), tally)
+    except OSError as exc:
+        raise cannot_write(answers, exc, "free some space and run genrun-score again") from exc
+    return tally.result()
+
+
+def answers_files(target: Path) -> tuple[list[Path], bool]:
+    """The answers files to rescore, and whether target is a sweep directory."""
+    if target.is_file():
+        return [target], False
+    if (target / "answers.jsonl").is_file():
+        return [target / "answers.jsonl"], False
+    jobs = sorted(target.glob("*/answers.jsonl"))
+    if not jobs:
+        raise UserError(f"{target}: no answers.jsonl there, nor in its job folders (give a run or sweep directory)")
+    return jobs, True
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="genrun-score", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", type=Path, help="a run directory, a sweep directory or an answers.jsonl")
+    parser.add_argument("overrides", nargs="*", help="e.g. scoring.extract=number 'scoring.metrics=[accuracy]'")
+    args = parser.parse_args(argv)
+    judging = [o for o in args.overrides if o.lstrip("+~").startswith("judge")]
+    scoring = [o for o in args.overrides if o not in judging]
+
+    def body() -> None:
+        judge = judge_settings(credentials.hide(judging)) if judging else None
+        files, sweep = answers_files(args.target)
+        for answers in files:
+            metrics = rescore_run(answers, scoring, judge)
+            print(f"genrun-score: {answers.parent}: {json.dumps(metrics.get('scores', {}))}")
+        if sweep:
+            write_summary(args.target)
+            print(f"genrun-score: summary: {args.target / 'summary.md'}")
+
+    run_command("genrun-score", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Request: one row as it is asked, the contract between prompt building and whatever answers
+it (the scheduler, a Batch file or job) and records it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from genrun.backend.base import Messages
+
+
+@dataclass
+class Request:
+    index: int
+    messages: Messages | None  # None when the row could not be built
+    error: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # what the record keeps of the row: id, prompt, reference
+    seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend

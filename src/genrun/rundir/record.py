@@ -1,0 +1,37 @@
+"""A row's record: what answers.jsonl keeps of a request and its outcome, scored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genrun.backend.base import Completion
+from genrun.prompt.request import Request
+from genrun.scoring.scorer import Scorer, score_record
+
+
+def make_record(request: Request, completion: Completion, latency: float | None, scorer: Scorer) -> dict[str, Any]:
+    """A row's record: its id and index, what the row gave (prompt or turns), the answer or
+    error with its token counts, and when the row has a reference its scores (and with
+    scoring.extract, the extracted answer they were computed on)."""
+    meta = dict(request.meta)
+    record: dict[str, Any] = {"id": meta.pop("id"), "index": request.index}
+    reference = meta.pop("reference", None)
+    record.update(meta)
+    record.update(
+        answer=completion.answer,
+        error=completion.error,
+        finish_reason=completion.finish_reason,
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        latency_s=None if latency is None else round(latency, 4),  # None: read from a Batch file
+    )
+    if completion.reasoning is not None:
+        record["reasoning"] = completion.reasoning
+    if completion.cached:
+        record["cached"] = True
+    if completion.answers is not None:  # sampling.n > 1
+        record.update(answers=completion.answers, finish_reasons=completion.finish_reasons)
+    if reference is not None:
+        record["reference"] = reference
+    score_record(record, scorer)
+    return record

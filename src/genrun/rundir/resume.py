@@ -1,0 +1,65 @@
+"""Resume: a run directory is finished by rerunning into it, only if the answers already there
+were made with the same answer-changing config and the same data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from genrun.errors import UserError
+
+
+def check_resume_dir(resume: str | None, out_dir: Path) -> None:
+    if not resume:
+        return
+    if Path(resume).expanduser().resolve() != out_dir.resolve():
+        raise UserError(f"resume={resume} and hydra.run.dir={out_dir} name different directories: "
+                        "give only resume=<the run to finish>")
+    if not (out_dir / "answers.jsonl").exists():
+        raise UserError(f"resume={resume}: no answers.jsonl there to resume (check the run directory)")
+
+
+def saved_run(out_dir: Path) -> dict[str, Any] | None:
+    """The run.json of the answers already in out_dir (None when there are none to resume)."""
+    saved_path = out_dir / "run.json"
+    if not (out_dir / "answers.jsonl").exists() or not saved_path.exists():
+        return None
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{saved_path} is not readable JSON: it cannot say how the answers there were made; "
+                        "use a new run directory") from None
+    return saved if isinstance(saved, dict) else None
+
+
+def check_resumable(identity: dict[str, Any], saved: dict[str, Any] | None, out_dir: Path) -> None:
+    """identity: the answer-changing config of this run (Settings.identity)."""
+    if saved is None:
+        return
+    changed = diff_keys(saved.get("config", {}), identity)
+    if changed:
+        raise UserError(
+            f"cannot resume {out_dir}: its answers were made with different {', '.join(changed)}; "
+            "use a new run directory, or set those keys back"
+        )
+
+
+def check_same_dataset(saved: dict[str, Any] | None, dataset: dict[str, Any], allowed: bool) -> None:
+    """The same path may hold other data by now: resuming would then mix rows of both."""
+    if saved is None:
+        return
+    before, now_ = (saved.get("dataset") or {}).get("fingerprint"), dataset.get("fingerprint")
+    if before and now_ and before != now_ and not allowed:
+        raise UserError(
+            f"cannot resume: dataset.path={dataset['path']!r} changed since its answers were made "
+            f"(fingerprint {before} then, {now_} now); use a new run directory, or set "
+            "resume_allow_changed_dataset=true if the rows already answered are unchanged"
+        )
+
+
+def diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        return [d for k in keys for d in diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [prefix.rstrip(".")] if old != new else []

@@ -1,0 +1,141 @@
+"""The Scorer (the `scoring` config group): a record's extracted answer and scores from its
+answer(s) and reference, pass@k and maj@n over several samples."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from genrun.backend.structured import valid_json
+from genrun.errors import UserError, one_line
+from genrun.scoring import extract as extractors
+from genrun.scoring.metrics import METRICS, normalize, references, same, score, strip_thinking
+from genrun.settings.schema import ScoringConfig
+
+
+@dataclass
+class Scorer:
+    """The run's scoring settings, checked once; score() gives a record's extracted answer
+    (None without extraction) and its scores."""
+
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
+    extract: str = "none"
+    pattern: str | None = None
+    json_valid: bool = False  # answers constrained by a JSON schema: also score whether they parse
+
+    @classmethod
+    def of(cls, scoring: ScoringConfig, json_valid: bool = False) -> Scorer:
+        return cls(list(scoring.metrics), scoring.extract, scoring.pattern, json_valid)
+
+    def __post_init__(self) -> None:
+        self.metrics = list(self.metrics)
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown or not self.metrics:
+            raise UserError(f"scoring.metrics={unknown[0] if unknown else '[]'!r} is not a metric "
+                            f"(choose from {', '.join(METRICS)})")
+        kinds = ["none", *extractors.EXTRACTORS, "regex"]
+        if self.extract not in kinds:
+            raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
+        self._extract: Callable[[str], str | None] | None = extractors.EXTRACTORS.get(self.extract)
+        self._read_reference: Callable[[str], str | None] = extractors.READ_REFERENCE.get(self.extract, str.strip)
+        if self.extract == "regex":
+            if not self.pattern:
+                raise UserError("scoring.extract=regex needs scoring.pattern, e.g. 'scoring.pattern=\"Answer: (.+)\"'")
+            try:
+                self._extract = extractors.regex(extractors.compile_pattern(self.pattern))
+            except Exception as exc:  # noqa: BLE001 - regex.error: the user's pattern
+                raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
+
+    def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
+        if self._extract is None:
+            return None, score(answer, reference, self.metrics)
+        text, unclosed = strip_thinking(answer)
+        extracted = self._extract(text)
+        golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
+        scores: dict[str, Any] = {}
+        for name in self.metrics:
+            # extracted values compare as they are: normalising would turn "1.5" into "15"
+            compare = same if name in ("accuracy", "exact_match") else METRICS[name]
+            scores[name] = max((compare(extracted, g) for g in golds), default=0.0) if extracted is not None else 0.0
+        if unclosed:
+            scores["unclosed_thinking"] = True
+        return extracted, scores
+
+
+def pass_at_k(n: int, correct: int, k: int) -> float:
+    """The unbiased estimator of pass@k from n samples with `correct` right (Chen et al. 2021):
+    1 - C(n - c, k) / C(n, k), the chance that k samples drawn from the n hold a right one."""
+    if n - correct < k:
+        return 1.0
+    return 1.0 - math.comb(n - correct, k) / math.comb(n, k)
+
+
+def sample_metrics(main: str, sample_scores: list[dict[str, Any]], votes: list[str | None]) -> dict[str, float]:
+    """pass@k for k = 1, 2, 4, ... up to n (and n), and maj@n, on the main metric: a sample is
+    right when it scores 1. votes: what each sample answered (extracted or normalised)."""
+    n = len(sample_scores)
+    correct = sum(1 for s in sample_scores if s.get(main) == 1.0)
+    ks = sorted({*(2**i for i in range(n.bit_length()) if 2**i <= n), n})
+    result = {f"pass@{k}": pass_at_k(n, correct, k) for k in ks}
+    counted = Counter(v for v in votes if v is not None)
+    if counted:
+        winner = counted.most_common(1)[0][0]  # ties: the one answered first
+        result[f"maj@{n}"] = float(sample_scores[votes.index(winner)].get(main, 0.0))
+    else:
+        result[f"maj@{n}"] = 0.0
+    return result
+
+
+def score_record(record: dict[str, Any], scorer: Scorer) -> None:
+    """Set a record's `extracted` and `scores` from its answer(s) and reference. With several
+    samples (`answers`), each sample is scored (`sample_scores`), a metric's row score is its
+    mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept.
+
+    Scoring never loses an answer: a row that cannot be scored (a pattern that runs too long
+    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`."""
+    old = record.get("scores") or {}
+    record.pop("scoring_error", None)
+    try:
+        _score_record(record, scorer)
+    except Exception as exc:  # noqa: BLE001 - one row's scoring, never the run
+        for key in ("extracted", "sample_extracted", "sample_scores", "scores"):
+            record.pop(key, None)
+        if "judge" in old:
+            record["scores"] = {"judge": old["judge"]}
+        reason = str(exc) if isinstance(exc, extractors.ExtractionTimeout) else f"{type(exc).__name__}: {exc}"
+        record["scoring_error"] = one_line(reason, 300)
+
+
+def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
+    old = record.pop("scores", None) or {}
+    for key in ("extracted", "sample_extracted", "sample_scores"):
+        record.pop(key, None)
+    answers = record.get("answers") or ([record["answer"]] if record.get("answer") is not None else [])
+    # a judge's verdict is kept; so is json_valid when this scorer does not compute it
+    scores: dict[str, Any] = {k: v for k, v in old.items()
+                              if k == "judge" or (k == "json_valid" and not scorer.json_valid)}
+    if answers and scorer.json_valid:
+        scores["json_valid"] = sum(map(valid_json, answers)) / len(answers)
+    if answers and record.get("reference") is not None:
+        results = [scorer.score(a, record["reference"]) for a in answers]
+        if scorer.extract != "none":
+            record["extracted"] = results[0][0]
+        if len(answers) == 1:
+            scores.update(results[0][1])
+        else:
+            sample_scores = [r[1] for r in results]
+            record["sample_scores"] = sample_scores
+            if scorer.extract != "none":
+                record["sample_extracted"] = [r[0] for r in results]
+                votes = record["sample_extracted"]
+            else:
+                votes = [normalize(strip_thinking(a)[0]) for a in answers]
+            for name in scorer.metrics:
+                scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
+            if any(s.get("unclosed_thinking") for s in sample_scores):
+                scores["unclosed_thinking"] = True
+            scores.update(sample_metrics(scorer.metrics[0], sample_scores, votes))
+    if scores:
+        record["scores"] = scores

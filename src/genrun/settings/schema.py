@@ -1,0 +1,126 @@
+"""The config's schemas: one dataclass per config group, registered in Hydra's ConfigStore
+(genrun.settings.register), so a wrong type or an unknown key fails at launch. Each default
+is written here once; conf/ holds the presets.
+
+May use: nothing of genrun's (the backends' schemas are made from their signatures, in
+genrun.backend).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+# The config's `mode` choices; genrun.prompt.modes says how each turns a row into messages.
+MODES = ("generate", "multimodal", "multiturn")
+Mode = enum.Enum("Mode", {name: name for name in MODES})
+
+# dataset keys that change which rows a run reads now, not its answers: they may differ on resume
+DATASET_OPERATIONAL = frozenset({"limit", "streaming"})
+
+
+@dataclass
+class SamplingConfig:
+    # Further keys (top_k, stop, seed, repetition_penalty, ...) are added with +sampling.KEY=V;
+    # each backend checks them before it starts.
+    temperature: float = 0.7
+    top_p: float = 0.8
+    max_tokens: int = 2048
+
+
+@dataclass
+class ExtraConfig:
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FieldsConfig:
+    id: Optional[str] = None  # a column, or auto: the `id` column where there is one (null: the row index)
+    prompt: Optional[str] = "prompt"
+    images: Optional[str] = None
+    messages: Optional[str] = None
+    reference: Optional[str] = None
+    choices: Optional[str] = None  # a list column: an integer reference is the index of the right one
+
+
+@dataclass
+class FewshotConfig:
+    k: int = 0
+    split: Optional[str] = None  # another split of dataset.path (a hub dataset)
+    path: Optional[str] = None  # or another file
+    seed: int = 1234
+
+
+@dataclass
+class DatasetConfig:
+    path: str = MISSING
+    name: Optional[str] = None
+    split: str = "train"
+    streaming: bool = True
+    limit: Optional[int] = None
+    num_shards: int = 1
+    shard_index: int = 0
+    fields: FieldsConfig = field(default_factory=FieldsConfig)
+    template: Optional[str] = None  # Jinja2 over the row's columns: builds the prompt
+    reference_template: Optional[str] = None  # Jinja2 for the reference, instead of fields.reference
+    fewshot: FewshotConfig = field(default_factory=FewshotConfig)
+
+
+@dataclass
+class ScoringConfig:
+    metrics: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
+    extract: str = "none"  # none | choice | number | boxed | regex
+    pattern: Optional[str] = None  # for extract=regex
+
+
+@dataclass
+class CacheConfig:
+    enabled: bool = False
+    path: Optional[str] = None  # null: responses.sqlite in genrun's cache folder (GENRUN_CACHE)
+
+
+@dataclass
+class BatchConfig:
+    """OpenAI Batch API files (genrun.engine.batch_files). backend.batch=true sends a run as a batch job."""
+
+    export: Optional[str] = None  # write the run's requests to this Batch input file; send nothing
+    results: Optional[str] = None  # read this Batch output file into the run as its records
+    overwrite: bool = False  # batch.export may replace an existing file
+
+
+@dataclass
+class JudgeConfig:
+    """An LLM that scores each answer (`judge=openai`, ...): any backend, a rubric, a verdict."""
+
+    backend: Any = MISSING  # a backend config, as under `backend`
+    sampling: Dict[str, Any] = field(default_factory=lambda: {"temperature": 0.0, "max_tokens": 256})
+    template: str = (  # Jinja2 over question, reference and answer (and the record's other fields)
+        "You are grading an answer to a question against a reference answer.\n\n"
+        "Question: {{ question }}\nReference answer: {{ reference }}\nAnswer to grade: {{ answer }}\n\n"
+        "Is the answer to grade correct, given the reference? Reply with one word: correct or incorrect.")
+    verdict: str = "label"  # label: the last of `labels` named in the judge's text; number: its last number
+    labels: Dict[str, float] = field(default_factory=lambda: {"correct": 1.0, "incorrect": 0.0})
+
+
+@dataclass
+class GenrunConfig:
+    backend: Any = MISSING
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    extra: ExtraConfig = field(default_factory=ExtraConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    judge: Optional[JudgeConfig] = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    mode: Mode = Mode.generate
+    system_prompt: str = ""
+    image_tag: Optional[str] = None
+    seed: int = 0
+    record_messages: bool = False  # each record keeps the whole conversation sent, as `messages_sent`
+    resume: Optional[str] = None
+    retry_errors: bool = False
+    resume_allow_changed_dataset: bool = False
+    metric: Optional[List[str]] = None  # deprecated: scoring.metrics
