@@ -12,6 +12,18 @@ from genrun.errors import UserError, one_line
 
 # A conversation as OpenAI-style chat messages: [{"role": ..., "content": text or parts}, ...].
 Messages = list[dict[str, Any]]
+# What a backend is asked to continue: chat messages (through the model's chat template), or
+# text given to the model as it is (chat_template=false: base models).
+Prompt = Messages | str
+
+
+@dataclass
+class Scored:
+    """One continuation's log-likelihood after its context (mode=choice)."""
+
+    logprob: float  # the sum over the continuation's tokens
+    tokens: int  # how many tokens the continuation is, after lm-eval's context/continuation split
+    greedy: bool  # every continuation token is the model's most likely one
 
 
 @dataclass
@@ -28,6 +40,7 @@ class Completion:
     answers: list[str | None] | None = None
     finish_reasons: list[str | None] | None = None
     cached: bool = False  # answered from the response cache (backend.response_cache), no request sent
+    loglikelihoods: list[Scored] | None = None  # mode=choice: one per continuation, in order
 
     @staticmethod
     def of_samples(samples: list[Completion]) -> Completion:
@@ -77,17 +90,26 @@ class Backend:
     base_delay: float = 1.0
     # A backend that can send a run as one Batch API job (backend.batch=true): the openai one.
     takes_batch_jobs: ClassVar[bool] = False
+    # A backend that continues text as it is (chat_template=false) and scores log-likelihoods (mode=choice).
+    takes_text: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__module__ == f"genrun.backend.{cls.name}":
             Backend.registry[cls.name] = cls
 
-    async def generate_batch(self, conversations: list[Messages],
+    async def generate_batch(self, conversations: list[Prompt],
                              seeds: list[int] | None = None) -> list[Completion]:
-        """One Completion per conversation, in order. seeds (with +sampling.seed): each row's
-        own sampling seed, so its samples do not depend on the batch it lands in."""
+        """One Completion per conversation, in order. A conversation is chat messages, or text
+        to continue as it is (a backend that cannot take text raises UserError). seeds (with
+        +sampling.seed): each row's own sampling seed, so its samples do not depend on the
+        batch it lands in."""
         raise NotImplementedError
+
+    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
+        """mode=choice: for each (context, continuations), a Completion whose loglikelihoods
+        score each continuation after the context, as lm-evaluation-harness splits them."""
+        raise UserError(f"backend={self.name} cannot score log-likelihoods (mode=choice); use backend=hf or vllm")
 
     def classify(self, exc: Exception) -> Failure:
         return Failure(one_line(f"{type(exc).__name__}: {exc}"))

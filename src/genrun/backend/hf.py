@@ -9,7 +9,17 @@ import logging
 import re
 from typing import Any, Mapping
 
-from genrun.backend.base import Backend, Completion, Messages, check_extra, drop_none, split_known, template_hash
+from genrun.backend import loglikelihood
+from genrun.backend.base import (
+    Backend,
+    Completion,
+    Messages,
+    Prompt,
+    check_extra,
+    drop_none,
+    split_known,
+    template_hash,
+)
 from genrun.backend.local_model import check_model_path, gguf_file, load_image, parse_gpu_ids
 from genrun.backend.sampling import check_sampling
 from genrun.errors import RowError, UserError, one_line
@@ -49,6 +59,7 @@ def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
 
 class HFBackend(Backend):
     name = "hf"
+    takes_text = True
     operational = frozenset({"gpu_ids", "batch_size"})
     _owns_model = True  # False for a view of another's model (reconfigured)
 
@@ -140,7 +151,7 @@ class HFBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return {"model": self.model_path, "chat_template_sha256": template_hash(self.tokenizer.chat_template)}
 
-    async def generate_batch(self, conversations: list[Messages],
+    async def generate_batch(self, conversations: list[Prompt],
                              seeds: list[int] | None = None) -> list[Completion]:
         # generate() runs on the event loop's own thread. hf has one batch in flight, so a
         # worker thread overlapped nothing worth having (records are written between batches
@@ -160,12 +171,18 @@ class HFBackend(Backend):
             transformers.set_seed(seeds[0])
         return self._generate(conversations)
 
-    def _generate(self, conversations: list[Messages]) -> list[Completion]:
+    def _generate(self, conversations: list[Prompt]) -> list[Completion]:
         import torch
 
         completions: list[Completion | None] = [None] * len(conversations)
         rows, texts, images = [], [], []
+        as_text = isinstance(conversations[0], str)  # chat_template=false: one setting for the whole run
         for i, conversation in enumerate(conversations):
+            if isinstance(conversation, str):
+                rows.append(i)
+                texts.append(conversation)
+                images.append([])
+                continue
             try:
                 messages, row_images = self._template_input(conversation)
                 template = self.processor or self.tokenizer
@@ -179,12 +196,13 @@ class HFBackend(Backend):
             images.append(row_images)
         if not rows:
             return completions  # type: ignore[return-value]
-        # The chat template already holds any BOS token the model wants.
+        # The chat template already holds any BOS token the model wants; text gets the
+        # tokenizer's own special tokens, as lm-eval encodes it.
         if self.vision:
             batch = self.processor(text=texts, images=images if any(images) else None, padding=True,
-                                   return_tensors="pt", add_special_tokens=False)
+                                   return_tensors="pt", add_special_tokens=as_text)
         else:
-            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=as_text)
         batch = batch.to(self.model.device)
         extra: dict[str, Any] = {"tokenizer": self.tokenizer} if "stop_strings" in self.generate_kwargs else {}
         if self.grammar is not None:  # xgrammar's processor holds one generate() call's state
@@ -205,6 +223,20 @@ class HFBackend(Backend):
             samples = [self._completion(tokens, length) for tokens in new_tokens[j * sampled:(j + 1) * sampled]]
             completions[i] = Completion.of_samples(samples * (self.n // sampled))
         return completions  # type: ignore[return-value]
+
+    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
+        await asyncio.sleep(0)
+        encode, prefix = self.tokenizer.encode, loglikelihood.prefix_token(self.tokenizer)
+        pairs = [loglikelihood.encode_pair(encode, context, c, prefix) for context, continuations in rows
+                 for c in continuations]
+        max_length = getattr(self.model.config, "max_position_embeddings", None) or self.tokenizer.model_max_length
+        scores = loglikelihood.hf_scores(self.model, pairs, int(max_length), self.configured_batch_size)
+        completions, start = [], 0
+        for context, continuations in rows:
+            row = scores[start:start + len(continuations)]
+            start += len(continuations)
+            completions.append(Completion(loglikelihoods=row, prompt_tokens=len(encode(context))))
+        return completions
 
     def _template_input(self, conversation: Messages) -> tuple[Messages, list[Any]]:
         """Messages for the chat template ({"type": "image"} parts) and the row's PIL images, in order."""

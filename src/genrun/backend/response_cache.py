@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from genrun.backend.base import Backend, Completion, Failure, Messages
+from genrun.backend.base import Backend, Completion, Failure, Messages, Scored
 from genrun.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -172,7 +172,13 @@ def completion_of(text: str) -> dict[str, Any] | None:
     except (TypeError, ValueError):
         return None
     fields = {f.name for f in dataclasses.fields(Completion)}
-    if not isinstance(value, dict) or not set(value) <= fields or not isinstance(value.get("answer"), str):
+    if not isinstance(value, dict) or not set(value) <= fields:
+        return None
+    scores = value.get("loglikelihoods")
+    if scores is None:
+        return value if isinstance(value.get("answer"), str) else None
+    keys = {f.name for f in dataclasses.fields(Scored)}
+    if not isinstance(scores, list) or not all(isinstance(s, dict) and set(s) == keys for s in scores):
         return None
     return value
 
@@ -221,8 +227,21 @@ class CachedBackend(Backend):
                             if c.error is None and c.answer is not None])
         self.hits += len(conversations) - len(missing)
         by_position = dict(zip(missing, answered))
-        return [by_position[i] if i in by_position else Completion(**{**found[keys[i]], "cached": True})
-                for i in range(len(conversations))]
+        return [by_position[i] if i in by_position else from_cache(found[keys[i]]) for i in range(len(conversations))]
+
+    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
+        """mode=choice, keyed by the context and every continuation."""
+        parts = [{**self.run_parts, "messages": digest(context), "continuations": digest(continuations)}
+                 for context, continuations in rows]
+        keys = [digest(p) for p in parts]
+        found = self.cache.get(keys)
+        missing = [i for i, key in enumerate(keys) if key not in found]
+        answered = await self.inner.loglikelihood_batch([rows[i] for i in missing]) if missing else []
+        self.cache.put([(keys[i], parts[i], dataclasses.asdict(c)) for i, c in zip(missing, answered)
+                        if c.error is None and c.loglikelihoods is not None])
+        self.hits += len(rows) - len(missing)
+        by_position = dict(zip(missing, answered))
+        return [by_position.get(i) or from_cache(found[keys[i]]) for i in range(len(rows))]
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -230,3 +249,9 @@ class CachedBackend(Backend):
     def close(self) -> None:
         self.inner.close()
         self.cache.close()
+
+
+def from_cache(stored: dict[str, Any]) -> Completion:
+    scores = stored.get("loglikelihoods")
+    return Completion(**{**stored, "cached": True,
+                         "loglikelihoods": None if scores is None else [Scored(**s) for s in scores]})

@@ -22,8 +22,9 @@ import multiprocessing
 import os
 from typing import Any, Mapping
 
+from genrun.backend import loglikelihood
 from genrun.backend import vllm_internals as internals
-from genrun.backend.base import Backend, Completion, Failure, Messages, check_extra, split_known, template_hash
+from genrun.backend.base import Backend, Completion, Failure, Prompt, check_extra, split_known, template_hash
 from genrun.backend.local_model import check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
 from genrun.backend.sampling import check_sampling
 from genrun.backend.vllm_internals import EngineDied
@@ -56,6 +57,7 @@ def import_vllm() -> Any:
 
 class VLLMBackend(Backend):
     name = "vllm"
+    takes_text = True
     operational = frozenset({"gpu_ids", "gpu_memory_utilization"})
     batch_size = BATCH_ROWS
     _owns_engine = True  # False for a view of another's engine (reconfigured)
@@ -125,23 +127,52 @@ class VLLMBackend(Backend):
         template = getattr(tokenizer, "chat_template", None)
         return {"model": self.model_path, "chat_template_sha256": template_hash(template)}
 
-    async def generate_batch(self, conversations: list[Messages],
+    async def generate_batch(self, conversations: list[Prompt],
                              seeds: list[int] | None = None) -> list[Completion]:
+        params = self.sampling_params
+        if seeds is None:
+            outputs = await self._run([(c, params) for c in conversations])
+        else:  # the row's own seed: vLLM seeds each request apart
+            outputs = await self._run([(c, seeded(params, seed)) for c, seed in zip(conversations, seeds)])
+        return [o if isinstance(o, Completion) else self._completion(o) for o in outputs]
+
+    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
+        vllm = import_vllm()
+        tokenizer = self.llm.get_tokenizer()
+        encode, prefix = tokenizer.encode, loglikelihood.prefix_token(tokenizer)
+        max_length = internals.max_model_len(self.llm)
+        # greedy, one token: only the prompt's log-probabilities are wanted
+        params = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
+        pairs = [loglikelihood.encode_pair(encode, context, c, prefix) for context, continuations in rows
+                 for c in continuations]
+        windows = [loglikelihood.window(context, continuation, max_length - 1) for context, continuation in pairs]
+        outputs = await self._run([({"prompt_token_ids": tokens + pair[1][-1:]}, params)
+                                   for (tokens, _), pair in zip(windows, pairs)])
+        completions, start = [], 0
+        for context, continuations in rows:
+            done = outputs[start:start + len(continuations)]
+            failed = next((o for o in done if isinstance(o, Completion)), None)
+            if failed is not None:
+                completions.append(failed)
+            else:
+                completions.append(Completion(loglikelihoods=[
+                    loglikelihood.vllm_scores(o.prompt_logprobs, len(tokens) + 1 - count, pairs[start + j][1][-count:])
+                    for j, (o, (tokens, count)) in enumerate(zip(done, windows[start:]))],
+                    prompt_tokens=len(encode(context))))
+            start += len(continuations)
+        return completions
+
+    async def _run(self, requests: list[tuple[Any, Any]]) -> list[Any]:
+        """Each (prompt, sampling params) through the engine: its RequestOutput, or the error
+        Completion of a prompt the engine refused. A prompt is chat messages, text, or token ids."""
         loop = asyncio.get_running_loop()
-        completions: list[Completion | None] = [None] * len(conversations)
+        completions: list[Any] = [None] * len(requests)
         futures: dict[str, tuple[int, asyncio.Future]] = {}
         try:
-            for position, conversation in enumerate(conversations):
+            for position, (conversation, params) in enumerate(requests):
                 try:
                     # One row per call: a bad row (too long, image unreachable) fails alone.
-                    params = self.sampling_params
-                    if seeds is not None:  # the row's own seed: vLLM seeds each request apart
-                        params = params.clone()
-                        params.seed = seeds[position]
-                    (engine_id,) = self.llm.enqueue_chat(
-                        [conversation], params, use_tqdm=False,
-                        chat_template_kwargs=self.chat_template_kwargs or None,
-                    )
+                    (engine_id,) = self._enqueue(conversation, params)
                 except self.input_errors as exc:
                     completions[position] = Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
                     continue
@@ -152,14 +183,22 @@ class VLLMBackend(Backend):
             if futures and (self._engine.pump is None or self._engine.pump.done()):
                 self._engine.pump = loop.create_task(self._step_engine())
             for position, future in futures.values():
-                completions[position] = self._completion(await future)
+                completions[position] = await future
         finally:
             unfinished = [rid for rid, (_, future) in futures.items() if not future.done()]
             if unfinished:  # cancelled (Ctrl-C, a failed run): free the engine of them
                 for rid in unfinished:
                     self._engine.waiting.pop(rid, None)
                 internals.abort(self.llm, unfinished)
-        return completions  # type: ignore[return-value]
+        return completions
+
+    def _enqueue(self, prompt: Any, params: Any) -> list[str]:
+        if isinstance(prompt, list):  # chat messages
+            return self.llm.enqueue_chat([prompt], params, use_tqdm=False,
+                                         chat_template_kwargs=self.chat_template_kwargs or None)
+        if isinstance(prompt, str):  # text, encoded as hf and lm-eval encode it (the tokenizer's special tokens)
+            prompt = {"prompt_token_ids": self.llm.get_tokenizer().encode(prompt)}
+        return self.llm.enqueue([prompt], params, use_tqdm=False)
 
     async def _step_engine(self) -> None:
         """Step the engine while any batch waits, handing each finished request to its batch.
@@ -215,6 +254,12 @@ class VLLMBackend(Backend):
                 torch.cuda.empty_cache()
         except ImportError:
             pass
+
+
+def seeded(params: Any, seed: int) -> Any:
+    params = params.clone()
+    params.seed = seed
+    return params
 
 
 @dataclasses.dataclass

@@ -23,6 +23,11 @@ def max_num_seqs(llm: Any, default: int = 256) -> int:
     return getattr(scheduler, "max_num_seqs", None) or default
 
 
+def max_model_len(llm: Any) -> int:
+    """The longest sequence the engine takes (its model config)."""
+    return int(llm.llm_engine.vllm_config.model_config.max_model_len)
+
+
 def step(llm: Any) -> list[Any]:
     """One engine step's outputs. LLM.chat steps the engine until everything queued is done;
     stepping it one step at a time lets rows join and leave between steps."""

@@ -38,7 +38,8 @@ def rescore_run(answers: Path, overrides: list[str], judge: JudgeConfig | None =
     record = json.loads(run_json.read_text()) if run_json.exists() else None
     before = (record or {}).get("scoring") or {}
     settings = scoring_settings(before, overrides)
-    scorer = Scorer.of(ScoringConfig(**settings))
+    mode = str(((record or {}).get("config") or {}).get("mode") or "generate")
+    scorer = Scorer.of(ScoringConfig(**settings), mode=mode)
     with RunLock(run_dir):
         if judge is not None:
             judge_file(answers, judge)

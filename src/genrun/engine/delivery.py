@@ -85,11 +85,19 @@ def choose(settings: Settings, out_dir: Path) -> Delivery:
     batch = settings.batch
     if batch.export and batch.results:
         raise UserError("batch.export writes the requests and batch.results reads the answers: give one of them")
+    backend = class_of(settings.backend)
+    if settings.prompt.as_text and not getattr(backend, "takes_text", False):
+        what = "mode=choice" if settings.prompt.mode == "choice" else "chat_template=false"
+        raise UserError(f"{what} needs a backend that takes text prompts and returns log-likelihoods: "
+                        f"backend={getattr(backend, 'name', '?')} does not yet (use backend=hf or backend=vllm)")
+    if settings.prompt.mode == "choice" and (batch.export or batch.results or settings.backend.get("batch")):
+        raise UserError("mode=choice scores log-likelihoods, which the Batch API does not return: "
+                        "remove batch.export, batch.results and backend.batch")
     if batch.export:
         return Export(settings, out_dir)
     if batch.results:
         return BatchResults(settings, out_dir)
-    if settings.backend.get("batch") and getattr(class_of(settings.backend), "takes_batch_jobs", False):
+    if settings.backend.get("batch") and getattr(backend, "takes_batch_jobs", False):
         return BatchJob(settings, out_dir)
     return Online(settings, out_dir)
 

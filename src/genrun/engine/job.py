@@ -41,7 +41,7 @@ def run(settings: Settings, out_dir: Path, backend: Backend | None = None) -> di
 
     A backend passed in (the benchmarks share one engine between runs) stays open: its caller
     owns it. Otherwise the delivery builds one, and it is closed at the end."""
-    scorer = Scorer.of(settings.scoring, json_valid=json_constraint(settings.sampling))
+    scorer = Scorer.of(settings.scoring, json_valid=json_constraint(settings.sampling), mode=settings.prompt.mode)
     delivery = choose(settings, out_dir)
     resume.check_resume_dir(settings.resume.dir, out_dir)
     with RunLock(out_dir):

@@ -13,9 +13,9 @@ import itertools
 import logging
 import random
 import time
-from typing import Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator
 
-from genrun.backend.base import Backend, Completion, Messages
+from genrun.backend.base import Backend, Completion, Prompt
 from genrun.errors import FatalBackendError, UserError
 from genrun.prompt.request import Request
 
@@ -92,15 +92,26 @@ class Scheduler:
 
     async def _answer(self, batch: list[Request]) -> None:
         started = time.perf_counter()
-        seeds = [r.seed for r in batch] if any(r.seed is not None for r in batch) else None
-        completions = await self._generate([r.messages for r in batch], seeds)
+        completions = await self._generate(self._call(batch), len(batch))
         if len(completions) != len(batch):
             raise RuntimeError(f"{self.backend.name} returned {len(completions)} answers for {len(batch)} rows")
         latency = time.perf_counter() - started
         for request, completion in zip(batch, completions):
             self.on_answer(request, completion, latency)
 
-    async def _generate(self, conversations: list[Messages], seeds: list[int] | None) -> list[Completion]:
+    def _call(self, batch: list[Request]) -> Callable[[], Awaitable[list[Completion]]]:
+        """What answers the batch: its continuations scored (mode=choice), or generated."""
+        backend = self.backend
+        if batch[0].continuations is not None:
+            rows = [(str(r.messages), list(r.continuations or [])) for r in batch]
+            return lambda: backend.loglikelihood_batch(rows)
+        conversations: list[Prompt] = [r.messages for r in batch]  # type: ignore[misc]
+        seeds = [r.seed for r in batch] if any(r.seed is not None for r in batch) else None
+        if seeds is None:
+            return lambda: backend.generate_batch(conversations)
+        return lambda: backend.generate_batch(conversations, seeds)
+
+    async def _generate(self, call: Callable[[], Awaitable[list[Completion]]], rows: int) -> list[Completion]:
         """One batch, retried as the backend's classify() says; errors become error completions."""
         backend = self.backend
         try_number = 0
@@ -110,9 +121,9 @@ class Scheduler:
                     async with self.sending:
                         if self.fatal is not None:
                             raise self.fatal
-                        completions = await (backend.generate_batch(conversations, seeds) if seeds
-                                             else backend.generate_batch(conversations))
-                    self.answered_any = self.answered_any or any(c.answer is not None for c in completions)
+                        completions = await call()
+                    self.answered_any = self.answered_any or any(
+                        c.answer is not None or c.loglikelihoods is not None for c in completions)
                     return completions
                 except UserError:  # FatalBackendError included
                     raise
@@ -122,18 +133,18 @@ class Scheduler:
                         self.fatal = self.fatal or FatalBackendError(failure.message)
                         raise self.fatal from exc
                     if not failure.retryable or try_number >= backend.retries:
-                        return [Completion(error=failure.message) for _ in conversations]
+                        return [Completion(error=failure.message) for _ in range(rows)]
                     delay = failure.retry_after
                     if delay is None:
                         delay = backend.base_delay * 2**try_number + random.uniform(0, backend.base_delay)
-                    log.debug("retrying %d rows in %.2fs after: %s", len(conversations), delay, failure.message)
+                    log.debug("retrying %d rows in %.2fs after: %s", rows, delay, failure.message)
                     if try_number == 0:
-                        self._retrying(len(conversations))
+                        self._retrying(rows)
                     await asyncio.sleep(delay)
                     try_number += 1
         finally:
             if try_number:
-                self._retrying(-len(conversations))
+                self._retrying(-rows)
 
     def _retrying(self, change: int) -> None:
         self.retrying += change

@@ -23,8 +23,15 @@ def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSett
     template = compile_template(dataset.template, "dataset.template") if dataset.template else None
     reference = (compile_template(dataset.reference_template, "dataset.reference_template")
                  if dataset.reference_template else None)
+    if prompt.as_text and prompt.mode in ("multimodal", "multiturn"):
+        raise UserError(f"chat_template=false sends the prompt as text: mode={prompt.mode} needs the chat "
+                        "template (use mode=generate or choice)")
+    if prompt.mode == "choice" and not dataset.fields.choices:
+        raise UserError("mode=choice needs dataset.fields.choices: the column holding each row's choices "
+                        "(a list, or a key inside a column: choices.text)")
     return PromptSettings(prompt.system_prompt, prompt.image_tag, image_base_dir(str(dataset.path)), template,
-                          reference, record_messages=prompt.record_messages)
+                          reference, record_messages=prompt.record_messages, as_text=prompt.as_text,
+                          fewshot_delimiter=prompt.fewshot_delimiter, target_delimiter=prompt.target_delimiter)
 
 
 def request_maker(dataset: DatasetConfig, prompt: PromptOptions,

@@ -1,4 +1,4 @@
-"""The three modes in one table: which dataset fields each reads, what its record keeps of
+"""The modes in one table: which dataset fields each reads, what its record keeps of
 the row, and how the row becomes chat messages. The run, the first-row check and the Python
 API all read it, so a mode is added here once (and its name in settings.schema.MODES)."""
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from genrun.errors import RowError, UserError
+from genrun.prompt import text
 from genrun.prompt.images import ImagePolicy, image_list
 from genrun.prompt.images import describe as describe_image
 from genrun.prompt.messages import Messages, conversation_messages, multimodal_messages, prompt_messages
@@ -31,6 +32,9 @@ class PromptSettings:
     fewshot: Messages = field(default_factory=list)  # example turns shown before every row
     images: ImagePolicy = ImagePolicy()  # which images a row may name (genrun-serve over HTTP restricts it)
     record_messages: bool = False  # the record keeps the whole conversation sent (`messages_sent`)
+    as_text: bool = False  # the prompt goes as text, no chat template (chat_template=false; mode=choice)
+    fewshot_delimiter: str = "\n\n"
+    target_delimiter: str = " "
 
 
 def row_prompt(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
@@ -88,10 +92,20 @@ def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, 
     return conversation_messages(turns, s.system_prompt)
 
 
+def _choice(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
+    """The context is the prompt; the choices are kept, and the reference becomes the right one's index."""
+    kept["prompt"] = row_prompt(row, fields, s)
+    kept["choices"] = text.choice_texts(text.column(row, str(fields.choices)), str(fields.choices))
+    if kept.get("reference") is not None:
+        kept["reference"] = text.gold_index(kept["reference"], kept["choices"])
+    return prompt_messages(kept["prompt"], s.system_prompt)
+
+
 MODES = {
     "generate": Mode(("prompt",), _generate),
     "multimodal": Mode(("prompt", "images"), _multimodal),
     "multiturn": Mode(("messages",), _multiturn),
+    "choice": Mode(("prompt", "choices"), _choice),
 }
 assert tuple(MODES) == MODE_NAMES, "a mode is named in settings.schema.MODES and built here"
 # The fields the Python API's rows use (the CLI's come from dataset.fields).
@@ -117,7 +131,7 @@ def check_fields(fields: FieldsConfig, mode: str, first: Mapping[str, Any], path
             if key in needed:
                 raise UserError(f"dataset.fields.{key} is not set, and mode={mode} needs it")
             continue
-        if column not in first:
+        if column.partition(".")[0] not in first:  # choices may name a key inside a column: choices.text
             raise UserError(f"dataset.fields.{key}={column!r} is not a column of {path} "
                             f"(columns: {', '.join(first)}); set dataset.fields.{key}=<column>")
 
@@ -141,9 +155,18 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
         if settings.fewshot:  # after the system prompt, before the row's own turns
             head = 1 if messages[0]["role"] == "system" else 0
             messages = [*messages[:head], *settings.fewshot, *messages[head:]]
+        prompt: Messages | str = messages
+        if settings.as_text:
+            try:
+                prompt = text.as_text(messages, settings.fewshot_delimiter, settings.target_delimiter)
+            except RowError as exc:
+                return Request(index, None, error=f"{label} {index}: {exc}", meta=meta)
         if settings.record_messages:  # the whole conversation sent, few-shot turns and system prompt included
-            meta["messages_sent"] = messages
-        return Request(index, messages, meta=meta)
+            meta["messages_sent"] = prompt
+        if mode == "choice":
+            return Request(index, prompt, meta=meta,
+                           continuations=[settings.target_delimiter + c for c in meta["choices"]])
+        return Request(index, prompt, meta=meta)
 
     return request
 

@@ -12,7 +12,9 @@ from genrun.backend.base import Messages
 @dataclass
 class Request:
     index: int
-    messages: Messages | None  # None when the row could not be built
+    messages: Messages | str | None  # chat messages, or text (chat_template=false); None: the row could not be built
     error: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)  # what the record keeps of the row: id, prompt, reference
     seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend
+    # mode=choice: the texts whose log-likelihood after `messages` (the context, text) is scored
+    continuations: list[str] | None = None

@@ -86,3 +86,19 @@ def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS) -> dict
 
 def same(extracted: str, reference: str) -> float:
     return float(extracted.strip().casefold() == reference.strip().casefold())
+
+
+# mode=choice, as lm-evaluation-harness scores multiple choice: the choice with the highest
+# log-likelihood (acc), per character of the choice's text (acc_norm), per UTF-8 byte (acc_bytes).
+CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes")
+CHOICE_DEFAULT = ["acc", "acc_norm"]
+
+
+def choice_picks(logprobs: list[float], choices: list[str]) -> dict[str, int]:
+    """The index each choice metric picks (the first on a tie, as numpy's argmax)."""
+    def argmax(values: list[float]) -> int:
+        return max(range(len(values)), key=lambda i: (values[i], -i))
+
+    return {"acc": argmax(logprobs),
+            "acc_norm": argmax([lp / max(len(c), 1) for lp, c in zip(logprobs, choices)]),
+            "acc_bytes": argmax([lp / max(len(c.encode()), 1) for lp, c in zip(logprobs, choices)])}

@@ -11,7 +11,17 @@ from typing import Any, Callable
 from genrun.backend.structured import valid_json
 from genrun.errors import UserError, one_line
 from genrun.scoring import extract as extractors
-from genrun.scoring.metrics import METRICS, normalize, references, same, score, strip_thinking
+from genrun.scoring.metrics import (
+    CHOICE_DEFAULT,
+    CHOICE_METRICS,
+    METRICS,
+    choice_picks,
+    normalize,
+    references,
+    same,
+    score,
+    strip_thinking,
+)
 from genrun.settings.schema import ScoringConfig
 
 
@@ -26,15 +36,25 @@ class Scorer:
     json_valid: bool = False  # answers constrained by a JSON schema: also score whether they parse
 
     @classmethod
-    def of(cls, scoring: ScoringConfig, json_valid: bool = False) -> Scorer:
-        return cls(list(scoring.metrics), scoring.extract, scoring.pattern, json_valid)
+    def of(cls, scoring: ScoringConfig, json_valid: bool = False, mode: str = "generate") -> Scorer:
+        metrics = list(scoring.metrics)
+        if mode == "choice":
+            chosen = [m for m in metrics if m in CHOICE_METRICS]
+            # the default metrics read text answers: a choice run scores acc and acc_norm unless told
+            metrics = chosen or list(CHOICE_DEFAULT)
+            if scoring.extract != "none":
+                raise UserError("mode=choice scores log-likelihoods, not text: remove scoring.extract")
+        elif any(m in CHOICE_METRICS for m in metrics):
+            raise UserError(f"scoring.metrics: {', '.join(CHOICE_METRICS)} score mode=choice runs; "
+                            f"this one is mode={mode} (use {', '.join(METRICS)})")
+        return cls(metrics, scoring.extract, scoring.pattern, json_valid)
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)
-        unknown = [m for m in self.metrics if m not in METRICS]
+        unknown = [m for m in self.metrics if m not in METRICS and m not in CHOICE_METRICS]
         if unknown or not self.metrics:
             raise UserError(f"scoring.metrics={unknown[0] if unknown else '[]'!r} is not a metric "
-                            f"(choose from {', '.join(METRICS)})")
+                            f"(choose from {', '.join(METRICS)}; mode=choice: {', '.join(CHOICE_METRICS)})")
         kinds = ["none", *extractors.EXTRACTORS, "regex"]
         if self.extract not in kinds:
             raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
@@ -108,7 +128,20 @@ def score_record(record: dict[str, Any], scorer: Scorer) -> None:
         record["scoring_error"] = one_line(reason, 300)
 
 
+def _score_choices(record: dict[str, Any], scorer: Scorer) -> None:
+    """mode=choice: the answer is the choice of highest log-likelihood; each metric scores 1
+    when its pick is the reference's index."""
+    choices = record["choices"]
+    picks = choice_picks([s["logprob"] for s in record["loglikelihoods"]], choices)
+    record["answer"] = choices[picks["acc"]]
+    if record.get("reference") is not None:
+        record["scores"] = {m: float(picks[m] == record["reference"]) for m in scorer.metrics if m in picks}
+
+
 def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
+    if record.get("loglikelihoods") is not None:
+        record.pop("scores", None)
+        return _score_choices(record, scorer)
     old = record.pop("scores", None) or {}
     for key in ("extracted", "sample_extracted", "sample_scores"):
         record.pop(key, None)

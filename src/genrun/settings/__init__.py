@@ -53,6 +53,13 @@ class PromptOptions:
     system_prompt: str = ""
     image_tag: str | None = None
     record_messages: bool = False
+    chat_template: bool = True  # false: prompts as text (mode=choice: always)
+    fewshot_delimiter: str = "\n\n"
+    target_delimiter: str = " "
+
+    @property
+    def as_text(self) -> bool:
+        return not self.chat_template or self.mode == "choice"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,7 +112,8 @@ def load(cfg: Any) -> Settings:
     return Settings(
         backend=plain["backend"], sampling=plain["sampling"], extra=plain["extra"], dataset=typed.dataset,
         scoring=scoring, judge=typed.judge, cache=typed.cache, batch=typed.batch,
-        prompt=PromptOptions(str(plain["mode"]), typed.system_prompt, typed.image_tag, typed.record_messages),
+        prompt=PromptOptions(str(plain["mode"]), typed.system_prompt, typed.image_tag, typed.record_messages,
+                             typed.chat_template, typed.fewshot_delimiter, typed.target_delimiter),
         seed=typed.seed, resume=ResumeOptions(typed.resume, typed.retry_errors, typed.resume_allow_changed_dataset),
         identity=identity(plain))
 
@@ -149,6 +157,8 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in operational.get(key, ())}
         subset[key] = value
+    if not plain.get("chat_template", True) or plain.get("mode") == "choice":  # (so older runs still resume)
+        subset["text_prompt"] = {k: plain.get(k) for k in ("fewshot_delimiter", "target_delimiter")}
     return subset
 
 

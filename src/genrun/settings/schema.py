@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 # The config's `mode` choices; genrun.prompt.modes says how each turns a row into messages.
-MODES = ("generate", "multimodal", "multiturn")
+MODES = ("generate", "multimodal", "multiturn", "choice")
 Mode = enum.Enum("Mode", {name: name for name in MODES})
 
 # dataset keys that change which rows a run reads now, not its answers: they may differ on resume
@@ -118,6 +118,10 @@ class GenrunConfig:
     mode: Mode = Mode.generate
     system_prompt: str = ""
     image_tag: Optional[str] = None
+    # false: the prompt goes to the model as text, with no chat template (base models; mode=choice always)
+    chat_template: bool = True
+    fewshot_delimiter: str = "\n\n"  # as text: between few-shot examples, and before the row's prompt
+    target_delimiter: str = " "  # as text: between a prompt and its answer (a few-shot example's, a choice)
     seed: int = 0
     record_messages: bool = False  # each record keeps the whole conversation sent, as `messages_sent`
     resume: Optional[str] = None

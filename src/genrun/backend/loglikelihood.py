@@ -1,0 +1,92 @@
+"""Log-likelihoods of continuations after a context (mode=choice), split into tokens exactly as
+lm-evaluation-harness does, so genrun's numbers can be compared with everyone's: trailing
+spaces of the context move to the continuation, the pair is encoded whole and the context's
+own tokens cut off its front, and an empty context is conditioned on the prefix token (BOS,
+else EOS). The hf and vllm backends share the split; hf's forward passes are here too.
+
+May use: genrun.backend.base (torch only inside the functions that run the model).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from genrun.backend.base import Scored
+
+Encode = Callable[[str], list[int]]
+
+
+def encode_pair(encode: Encode, context: str, continuation: str, prefix_token: int) -> tuple[list[int], list[int]]:
+    """(context tokens, continuation tokens), as lm-eval's loglikelihood and _encode_pair make them."""
+    if context == "":
+        tokens = encode(continuation)
+        if tokens and tokens[0] == prefix_token:
+            return tokens[:1], tokens[1:]
+        return [prefix_token], tokens
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = encode(context + continuation)
+    context_tokens = encode(context)
+    return context_tokens, whole[len(context_tokens):]
+
+
+def prefix_token(tokenizer: Any) -> int:
+    """What an empty context is conditioned on: BOS, else EOS (lm-eval's prefix_token_id)."""
+    token = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token to condition an empty context on")
+    return int(token)
+
+
+def window(context: list[int], continuation: list[int], max_length: int) -> tuple[list[int], int]:
+    """The model's input (the pair's last max_length + 1 tokens, less the last) and how many
+    continuation tokens it predicts: the continuation itself, cut only if it alone is longer."""
+    tokens = (context + continuation)[-(max_length + 1):][:-1]
+    return tokens, min(len(continuation), len(tokens))
+
+
+def hf_scores(model: Any, pairs: list[tuple[list[int], list[int]]], max_length: int, batch_size: int) -> list[Scored]:
+    """Every pair's continuation log-likelihood in batched forward passes, longest first (so
+    each batch pads little), right-padded; the result in the pairs' order. Pairs whose inputs
+    are the same tokens (one-token choices after one context, as lm-eval groups them) share
+    one pass: each reads its own last token from it."""
+    import torch
+
+    inputs = [window(*pair, max_length) for pair in pairs]
+    shared: dict[tuple[int, ...], list[int]] = {}
+    for i, (tokens, _) in enumerate(inputs):
+        shared.setdefault(tuple(tokens), []).append(i)
+    passes = sorted(shared, key=len, reverse=True)
+    results: list[Scored | None] = [None] * len(pairs)
+    for start in range(0, len(passes), batch_size):
+        chunk = passes[start:start + batch_size]
+        width = max(len(tokens) for tokens in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, tokens in enumerate(chunk):
+            ids[row, :len(tokens)] = torch.tensor(tokens)
+            mask[row, :len(tokens)] = 1
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for row, tokens in enumerate(chunk):
+            for i in shared[tokens]:
+                count = inputs[i][1]
+                wanted = torch.tensor(pairs[i][1][len(pairs[i][1]) - count:])
+                # position p predicts token p + 1: the continuation's tokens follow the last `count` inputs
+                span = logprobs[row, len(tokens) - count:len(tokens)]
+                picked = span.gather(1, wanted.unsqueeze(1)).squeeze(1)
+                results[i] = Scored(float(picked.sum()), count, bool((span.argmax(dim=-1) == wanted).all()))
+    return results  # type: ignore[return-value]
+
+
+def vllm_scores(prompt_logprobs: list[Any], context_length: int, continuation: list[int]) -> Scored:
+    """A continuation's log-likelihood from vLLM's prompt_logprobs over context + continuation:
+    each position's dict holds the actual token's log-probability and its rank (1: greedy)."""
+    total, greedy = 0.0, True
+    for offset, token in enumerate(continuation):
+        entry = prompt_logprobs[context_length + offset][token]
+        total += float(entry.logprob)
+        greedy = greedy and entry.rank == 1
+    return Scored(total, len(continuation), greedy)

@@ -1,0 +1,189 @@
+"""Base models: prompts as text (chat_template=false) and log-likelihood multiple choice
+(mode=choice), on the real tiny model through transformers and vLLM, each checked against
+a forward pass computed here with transformers alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import read_jsonl, run_cli, write_jsonl
+
+# ARC-shaped rows, as the hub's allenai/ai2_arc holds them (labels letters or digits).
+ARC_ROWS = [
+    {"id": "q1", "question": "Which is a planet?",
+     "choices": {"text": ["Mars", "Moon", "Sun", "Comet"], "label": ["A", "B", "C", "D"]}, "answerKey": "A"},
+    {"id": "q2", "question": "What do plants need to make food?  ",
+     "choices": {"text": ["darkness", "sunlight", "sand"], "label": ["A", "B", "C"]}, "answerKey": "B"},
+    {"id": "q3", "question": "Water freezes at what temperature in Celsius?",
+     "choices": {"text": ["0 degrees", "100 degrees", "50 degrees", "10 degrees"], "label": ["1", "2", "3", "4"]},
+     "answerKey": "1"},
+    {"id": "q4", "question": "Which gas do animals breathe out?",
+     "choices": {"text": ["carbon dioxide", "gold", "helium"], "label": ["A", "B", "C"]}, "answerKey": "A"},
+    {"id": "q5", "question": "What is ice?",
+     "choices": {"text": ["frozen water", "hot air", "dry sand", "ügly ßtone"], "label": ["A", "B", "C", "D"]},
+     "answerKey": "A"},
+]
+
+
+def arc_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "arc.jsonl", ARC_ROWS)
+
+
+def arc_args(data: Path, model: str | None, out: Path, *more: str) -> list[str]:
+    return ["task=arc_easy", f"dataset.path={data}", "dataset.name=null", "dataset.split=train",
+            *([f"backend.model_name_or_path={model}"] if model else []), f"hydra.run.dir={out}", *more]
+
+
+def direct_loglikelihood(model, tokenizer, context: str, continuation: str) -> tuple[float, int]:
+    """The continuation's summed log-probability from one unbatched forward pass over the whole
+    text, split as lm-evaluation-harness splits it (trailing spaces move to the continuation)."""
+    import torch
+
+    spaces = len(context) - len(context.rstrip())
+    if spaces:
+        context, continuation = context[:-spaces], context[-spaces:] + continuation
+    whole = tokenizer.encode(context + continuation)
+    start = len(tokenizer.encode(context))
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(torch.tensor([whole])).logits[0].float(), dim=-1)
+    return sum(float(logprobs[p - 1, whole[p]]) for p in range(start, len(whole))), len(whole) - start
+
+
+@pytest.fixture(scope="module")
+def hf_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Path:
+    tmp = tmp_path_factory.mktemp("choice-hf")
+    out = tmp / "run"
+    result = run_cli(*arc_args(arc_file(tmp), tiny_model, out, "backend=hf", "backend.batch_size=3",
+                               "backend.dtype=float32"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_choice_log_likelihoods_on_hf_match_a_direct_forward_pass(hf_run: Path, tiny_model: str) -> None:
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    records = read_jsonl(hf_run / "answers.jsonl")
+    assert [r["id"] for r in records] == ["q1", "q2", "q3", "q4", "q5"]
+    right = {"acc": 0, "acc_norm": 0}
+    for row, record in zip(ARC_ROWS, records):
+        context = f"Question: {row['question']}\nAnswer:"
+        assert record["prompt"] == context and record["choices"] == row["choices"]["text"]
+        assert record["reference"] == row["choices"]["label"].index(row["answerKey"])
+        expected = [direct_loglikelihood(model, tokenizer, context, " " + c) for c in record["choices"]]
+        got = record["loglikelihoods"]
+        assert max(abs(g["logprob"] - e[0]) for g, e in zip(got, expected)) < 1e-4
+        assert [g["tokens"] for g in got] == [e[1] for e in expected]
+        # lm-eval's definitions: argmax of the sum, and of the sum per character of the choice
+        logprobs = [e[0] for e in expected]
+        pick = max(range(len(logprobs)), key=lambda i: logprobs[i])
+        pick_norm = max(range(len(logprobs)), key=lambda i: logprobs[i] / len(record["choices"][i]))
+        assert record["answer"] == record["choices"][pick]
+        assert record["scores"] == {"acc": float(pick == record["reference"]),
+                                    "acc_norm": float(pick_norm == record["reference"])}
+        right["acc"] += pick == record["reference"]
+        right["acc_norm"] += pick_norm == record["reference"]
+    metrics = json.loads((hf_run / "metrics.json").read_text())
+    assert metrics["answered"] == 5 and metrics["failed"] == 0
+    assert metrics["scores"] == {"acc": round(right["acc"] / 5, 4), "acc_norm": round(right["acc_norm"] / 5, 4)}
+    low, high = metrics["scores_ci95"]["acc"]
+    assert low <= right["acc"] / 5 <= high and 0 <= low < high <= 1
+
+
+def test_choice_resumes_exactly_once_and_the_cache_answers_it_again(tmp_path: Path, hf_run: Path,
+                                                                     tiny_model: str) -> None:
+    data, out = arc_file(tmp_path), tmp_path / "run"
+    common = ["backend=hf", "backend.dtype=float32", "cache=on", f"cache.path={tmp_path / 'cache.sqlite'}"]
+    first = run_cli(*arc_args(data, tiny_model, out, *common, "dataset.limit=2"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = run_cli(*arc_args(data, tiny_model, out, *common, f"resume={out}"))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    records = read_jsonl(out / "answers.jsonl")
+    assert sorted(r["id"] for r in records) == ["q1", "q2", "q3", "q4", "q5"]  # each row once
+    before = {r["id"]: r["loglikelihoods"] for r in read_jsonl(hf_run / "answers.jsonl")}
+    again = run_cli(*arc_args(data, tiny_model, tmp_path / "again", *common))
+    assert again.returncode == 0, again.stderr[-3000:]
+    cached = read_jsonl(tmp_path / "again" / "answers.jsonl")
+    assert all(r.get("cached") for r in cached)
+    for r in cached:
+        assert [s["logprob"] for s in r["loglikelihoods"]] == pytest.approx(
+            [s["logprob"] for s in before[r["id"]]], abs=1e-4)
+
+
+def test_choice_on_vllm_agrees_with_hf(tmp_path: Path, hf_run: Path, tiny_model: str) -> None:
+    out = tmp_path / "vllm"
+    result = run_cli(*arc_args(arc_file(tmp_path), tiny_model, out, "backend=vllm",
+                               "backend.gpu_memory_utilization=0.2", "backend.dtype=float32"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    hf = read_jsonl(hf_run / "answers.jsonl")
+    vllm = read_jsonl(out / "answers.jsonl")
+    for a, b in zip(hf, vllm):
+        assert [s["tokens"] for s in a["loglikelihoods"]] == [s["tokens"] for s in b["loglikelihoods"]]
+        assert max(abs(x["logprob"] - y["logprob"]) for x, y in zip(a["loglikelihoods"], b["loglikelihoods"])) < 1e-3
+        assert a["scores"] == b["scores"]
+
+
+def test_text_prompts_join_few_shot_examples_as_lm_eval_does(tmp_path: Path, tiny_model: str) -> None:
+    import torch
+    import transformers
+
+    rows = [{"q": "2+2=", "a": "4"}, {"q": "3+3=", "a": "6"}, {"q": "Capital of France?", "a": "Paris"}]
+    data = write_jsonl(tmp_path / "qa.jsonl", rows)
+    shots = write_jsonl(tmp_path / "shots.jsonl", [{"q": "1+1=", "a": "2"}])
+    out = tmp_path / "run"
+    result = run_cli("backend=hf", f"backend.model_name_or_path={tiny_model}", "backend.dtype=float32",
+                     "chat_template=false", "system_prompt=Answer briefly.", "sampling=greedy",
+                     "sampling.max_tokens=5", f"dataset.path={data}", "dataset.fields.prompt=q",
+                     "dataset.fields.reference=a", "dataset.fewshot.k=1", f"dataset.fewshot.path={shots}",
+                     "record_messages=true", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    for row, record in zip(rows, read_jsonl(out / "answers.jsonl")):
+        text = f"Answer briefly.\n\n1+1= 2\n\n{row['q']}"
+        assert record["messages_sent"] == text
+        ids = tokenizer(text, return_tensors="pt")
+        with torch.no_grad():
+            output = model.generate(**ids, max_new_tokens=5, do_sample=False)
+        expected = tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        assert record["answer"] == expected and record["finish_reason"] in ("stop", "length")
+
+
+@pytest.mark.parametrize("more, message", [
+    (["backend=openai", "backend.base_url=http://127.0.0.1:9/v1", "backend.model_name=m"],
+     "backend=openai does not yet"),
+    (["backend=hf", "batch.export=/tmp/never.jsonl"], "the Batch API does not return"),
+    (["backend=hf", "scoring.extract=choice"], "remove scoring.extract"),
+    (["backend=hf", "dataset.fields.choices=choices.nothing"], "has no key 'nothing'"),
+])
+def test_choice_mistakes_are_one_line(tmp_path: Path, tiny_model: str, more: list[str], message: str) -> None:
+    out = tmp_path / "run"
+    result = run_cli(*arc_args(arc_file(tmp_path), None if "backend=openai" in more else tiny_model, out, *more))
+    if "has no key" in message:  # a row's own problem: that row's error, the others answered
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert all(message in r["error"] for r in read_jsonl(out / "answers.jsonl"))
+        return
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not Path("/tmp/never.jsonl").exists()
+
+
+def test_genrun_score_rescores_a_choice_run_from_its_log_likelihoods(tmp_path: Path, hf_run: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(hf_run, run)
+    result = subprocess.run([sys.executable, "-m", "genrun.commands.score", str(run), "scoring.metrics=[acc_bytes]"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for record in read_jsonl(run / "answers.jsonl"):  # per UTF-8 byte of each choice, as lm-eval's acc_bytes
+        logprobs = [s["logprob"] for s in record["loglikelihoods"]]
+        pick = max(range(len(logprobs)), key=lambda i: logprobs[i] / len(record["choices"][i].encode()))
+        assert record["scores"] == {"acc_bytes": float(pick == record["reference"])}
+    assert set(json.loads((run / "metrics.json").read_text())["scores"]) == {"acc_bytes"}
