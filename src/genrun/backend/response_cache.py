@@ -177,10 +177,12 @@ def completion_of(text: str) -> dict[str, Any] | None:
     scores = value.get("loglikelihoods")
     if scores is None:
         return value if isinstance(value.get("answer"), str) else None
-    keys = {f.name for f in dataclasses.fields(Scored)}
-    if not isinstance(scores, list) or not all(isinstance(s, dict) and set(s) == keys for s in scores):
-        return None
-    return value
+    def valid(s: Any) -> bool:  # a damaged entry must not reach scoring as strings
+        return (isinstance(s, dict) and set(s) == {"logprob", "tokens", "greedy"}
+                and isinstance(s["logprob"], (int, float)) and isinstance(s["tokens"], int)
+                and isinstance(s["greedy"], bool))
+
+    return value if isinstance(scores, list) and scores and all(map(valid, scores)) else None
 
 
 def differences(mine: Any, other: Any, prefix: str = "") -> list[str]:
