@@ -162,6 +162,32 @@ def test_a_dead_engine_stops_the_run_even_after_answers() -> None:
     assert sorted(answers) == [0, 1]
 
 
+def test_a_batch_failing_after_the_engine_died_is_not_recorded_as_that_rows_error() -> None:
+    # vLLM: when EngineCore dies, a batch still in flight can fail with whatever its call hit
+    # (a socket vLLM closed), after the batch that saw the death. That row is resumed, not failed.
+    in_flight, died = asyncio.Event(), asyncio.Event()
+
+    class DiesThenBreaks(ScriptedBackend):
+        async def generate_batch(self, conversations: list[Any]) -> list[Completion]:
+            if conversations[-1][-1]["content"] == "p1":
+                in_flight.set()
+                await died.wait()
+                raise Scripted(Failure("Socket operation on non-socket", retryable=False))
+            await in_flight.wait()
+            died.set()
+            raise Scripted(Failure("the engine process died", engine_dead=True))
+
+    answers: dict[int, Completion] = {}
+
+    async def main() -> None:
+        async with DiesThenBreaks(concurrency=2) as backend:
+            await Scheduler(backend, lambda r, c, s: answers.setdefault(r.index, c)).run(requests("p0", "p1"))
+
+    with pytest.raises(FatalBackendError, match="engine process died"):
+        asyncio.run(main())
+    assert answers == {}
+
+
 def test_a_backend_that_returns_the_wrong_number_of_answers_is_a_bug_named() -> None:
     class Short(ScriptedBackend):
         async def generate_batch(self, conversations: list[Any]) -> list[Completion]:

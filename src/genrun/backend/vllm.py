@@ -174,6 +174,8 @@ class VLLMBackend(Backend):
                     # One row per call: a bad row (too long, image unreachable) fails alone.
                     (engine_id,) = self._enqueue(conversation, params)
                 except self.input_errors as exc:
+                    if self._engine.death is not None or internals.engine_dead(self.llm):
+                        raise  # not this row's fault: the engine is gone (classify says so)
                     completions[position] = Completion(error=one_line(f"{type(exc).__name__}: {exc}"))
                     continue
                 request_id = internals.request_id(engine_id)
@@ -221,10 +223,14 @@ class VLLMBackend(Backend):
 
     def classify(self, exc: Exception) -> Failure:
         # EngineCore exited (killed, out of memory): every later request would fail the same
-        # way, so stop, and leave the rows in flight unanswered for resume.
-        if isinstance(exc, EngineDied) or type(exc).__name__ == "EngineDeadError":
-            # vLLM may replace EngineDied by its own EngineDeadError, whose message says less.
-            return Failure(str(self._engine.death or exc), engine_dead=True)
+        # way, so stop, and leave the rows in flight unanswered for resume. Once it has died,
+        # whatever a call raises (a socket vLLM closed, an abort refused) is that death too,
+        # never a row's own error.
+        if (isinstance(exc, EngineDied) or type(exc).__name__ == "EngineDeadError"
+                or self._engine.death is not None or internals.engine_dead(self.llm)):
+            # vLLM's own EngineDeadError says less than what genrun's watcher saw.
+            return Failure(str(self._engine.death or "the vLLM engine process died (killed, or out of memory)"),
+                           engine_dead=True)
         return super().classify(exc)
 
     @staticmethod

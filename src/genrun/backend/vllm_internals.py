@@ -37,6 +37,12 @@ def step(llm: Any) -> list[Any]:
     return engine.step()
 
 
+def engine_dead(llm: Any) -> bool:
+    """Whether vLLM has marked its EngineCore dead (its monitor thread saw it exit)."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    return bool(getattr(getattr(core, "resources", None), "engine_dead", False))
+
+
 def abort(llm: Any, request_ids: list[str]) -> None:
     llm.llm_engine.abort_request(request_ids)
 
@@ -125,7 +131,7 @@ def wake_on_engine_death(llm: Any, on_death: Callable[[EngineDied], bool]) -> No
     def watch() -> None:
         wait([p.sentinel for p in processes])
         codes = ", ".join(f"{p.name} exit code {p.exitcode}" for p in processes if p.exitcode is not None)
-        death = EngineDied(f"the vLLM engine process died ({codes}: killed, or out of memory)")
+        death = EngineDied(f"the vLLM engine process died ({codes + ': ' if codes else ''}killed, or out of memory)")
         if on_death(death):
             outputs.put_nowait(death)
 

@@ -128,6 +128,8 @@ class Scheduler:
                 except UserError:  # FatalBackendError included
                     raise
                 except Exception as exc:  # noqa: BLE001 - the backend classifies it
+                    if self.fatal is not None:  # a batch in flight when the backend broke: no row's own error
+                        raise self.fatal from exc
                     failure = backend.classify(exc)
                     if failure.engine_dead or (failure.no_row_can_succeed and not self.answered_any):
                         self.fatal = self.fatal or FatalBackendError(failure.message)
