@@ -1,10 +1,15 @@
-"""Q9: does genrun's log-likelihood multiple choice agree with lm-evaluation-harness?
+"""Q9: do genrun's log-likelihoods agree with lm-evaluation-harness?
 
-The same ARC-shaped items (written here) go through lm-eval's own `hf` model on a task with
-lm-eval's arc_easy prompt, choices and metrics, and through `genrun task=arc_easy` on
-backend=hf and backend=vllm, each a whole process, fp32. Reported: the largest per-choice
-log-probability difference, the items whose chosen index differs (acc and acc_norm), the
-aggregate scores, and the wall time of each whole process side by side.
+--part choice: the same ARC-shaped items (written here) go through lm-eval's own `hf` model
+on a task with lm-eval's arc_easy prompt, choices and metrics, and through `genrun
+task=arc_easy` on backend=hf and backend=vllm, each a whole process, fp32. Reported: the
+largest per-choice log-probability difference, the items whose chosen index differs (acc and
+acc_norm), the aggregate scores, and the wall time of each whole process side by side.
+
+--part perplexity: texts (written here, longer than --max-length tokens, so they are scored
+in several rolling windows) through lm-eval's loglikelihood_rolling (word_perplexity,
+byte_perplexity, bits_per_byte) and `genrun mode=perplexity` on hf and vllm: each text's
+log-likelihood difference and each metric's relative difference.
 
 lm-eval is in the `bench` extra (pip install -e '.[bench]'); --lm-eval-python names another
 interpreter that has it (a venv with --system-site-packages).
@@ -38,6 +43,22 @@ metric_list:
   - metric: acc_norm
 """
 
+LM_EVAL_PERPLEXITY_TASK = """task: perplexity_local
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood_rolling
+doc_to_text: ""
+doc_to_target: "{{{{text}}}}"
+metric_list:
+  - metric: word_perplexity
+  - metric: byte_perplexity
+  - metric: bits_per_byte
+"""
+PERPLEXITY_METRICS = ("word_perplexity", "byte_perplexity", "bits_per_byte")
+
 THINGS = {
     "planet": ["Mars", "Venus", "Jupiter", "Saturn"], "metal": ["iron", "copper", "gold", "silver"],
     "gas": ["oxygen", "helium", "nitrogen", "carbon dioxide"], "mammal": ["a whale", "a dog", "a bat", "a horse"],
@@ -64,6 +85,22 @@ def items(n: int) -> list[dict]:
     return rows
 
 
+def texts(n: int) -> list[dict]:
+    """n English-like texts of 60-400 words (so most need several windows), and their ids."""
+    rng = random.Random(1)
+    words = [w for group in THINGS.values() for t in group for w in t.split()] + [
+        "the", "of", "and", "is", "in", "was", "it", "river", "city", "people", "year", "small", "water", "light",
+        "north", "old", "built", "found", "called", "many", "after", "during", "which", "known", "near"]
+    rows = []
+    for i in range(n):
+        sentences = []
+        for _ in range(rng.randint(6, 40)):
+            sentence = " ".join(rng.choice(words) for _ in range(rng.randint(5, 14)))
+            sentences.append(sentence[0].upper() + sentence[1:] + rng.choice([".", ".", ",", ";", "!"]))
+        rows.append({"id": f"text-{i}", "text": " ".join(sentences)})
+    return rows
+
+
 def run(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
@@ -87,6 +124,69 @@ def lm_eval_run(python: str, model: str, data: Path, out: Path, batch_size: int)
         sample = json.loads(line)
         scores[sample["doc"]["id"]] = [float(r[0][0]) for r in sample["resps"]]
     return wall, scores
+
+
+def lm_eval_perplexity(python: str, model: str, data: Path, out: Path, batch_size: int,
+                       max_length: int) -> tuple[float, dict[str, float], dict[str, float]]:
+    """lm-eval's whole process: each text's log-likelihood, and the corpus metrics."""
+    tasks = out / "tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks / "perplexity_local.yaml").write_text(LM_EVAL_PERPLEXITY_TASK.format(data=data))
+    wall = run([python, "-m", "lm_eval", "--model", "hf", "--model_args",
+                f"pretrained={model},dtype=float32,max_length={max_length}", "--tasks", "perplexity_local",
+                "--include_path", str(tasks), "--batch_size", str(batch_size), "--device", "cpu", "--log_samples",
+                "--output_path", str(out / "results")])
+    samples = next((out / "results").rglob("samples_perplexity_local_*.jsonl"))
+    loglikelihoods = {}
+    for line in samples.read_text().splitlines():
+        sample = json.loads(line)
+        loglikelihoods[sample["doc"]["id"]] = float(sample["resps"][0][0])
+    results = json.loads(next(p for p in (out / "results").rglob("results_*.json")).read_text())
+    metrics = {m: float(results["results"]["perplexity_local"][f"{m},none"]) for m in PERPLEXITY_METRICS}
+    return wall, loglikelihoods, metrics
+
+
+def genrun_perplexity(backend: str, model: str, data: Path, out: Path, batch_size: int,
+                      max_length: int) -> tuple[float, dict[str, float], dict[str, float]]:
+    extra = ([f"backend.batch_size={batch_size}", f"+backend.max_length={max_length}"] if backend == "hf"
+             else [f"backend.{k}={v}" for k, v in VLLM_CPU.items() if k in ("gpu_memory_utilization", "dtype")]
+             + ["+backend.enforce_eager=true", f"+backend.max_model_len={max_length + 2}"])
+    wall = run([sys.executable, "-m", "genrun", "mode=perplexity", "dataset=default", f"dataset.path={data}",
+                "dataset.fields.prompt=text", "dataset.fields.id=id", f"backend={backend}",
+                f"backend.model_name_or_path={model}", "backend.dtype=float32", *extra, f"hydra.run.dir={out}"])
+    records = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    metrics = json.loads((out / "metrics.json").read_text())["scores"]
+    return wall, {r["id"]: r["loglikelihoods"][0]["logprob"] for r in records}, metrics
+
+
+def perplexity_main(args: argparse.Namespace, model: str, out: Path) -> None:
+    rows = texts(args.items)
+    data = out / "texts.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    results = {"lm-eval hf": lm_eval_perplexity(args.lm_eval_python, model, data, out / "lm-eval", args.batch_size,
+                                                args.max_length),
+               "genrun hf": genrun_perplexity("hf", model, data, out / "genrun-hf", args.batch_size, args.max_length)}
+    if not args.no_vllm:
+        results["genrun vllm"] = genrun_perplexity("vllm", model, data, out / "genrun-vllm", args.batch_size,
+                                                   args.max_length)
+    print(f"Perplexity (rolling windows of {args.max_length} tokens), {len(rows)} texts, {args.model} model, fp32")
+    for name, (wall, _, metrics) in results.items():
+        print(f"  {name:<12}: " + ", ".join(f"{m} {metrics[m]:.4f}" for m in PERPLEXITY_METRICS)
+              + f", whole process {wall:.1f} s")
+    result: dict = {"model": args.model, "texts": len(rows), "max_length": args.max_length,
+                    "metrics": {name: r[2] for name, r in results.items()},
+                    "wall_s": {name: r[0] for name, r in results.items()}}
+    for name, against in (("genrun hf", "lm-eval hf"), ("genrun vllm", "genrun hf")):
+        if name not in results:
+            continue
+        mine, theirs = results[name], results[against]
+        diff = max(abs(mine[1][i] - theirs[1][i]) for i in theirs[1])
+        relative = {m: abs(mine[2][m] - theirs[2][m]) / theirs[2][m] for m in PERPLEXITY_METRICS}
+        result[f"{name} vs {against}"] = {"max_abs_text_logprob_diff": diff, "relative_metric_diff": relative}
+        print(f"  {name} vs {against}: max |Δ text logprob| {diff:.2e}, relative difference "
+              + ", ".join(f"{m} {v:.2e}" for m, v in relative.items()))
+    print(f"  wall ratio genrun hf / lm-eval hf: {results['genrun hf'][0] / results['lm-eval hf'][0]:.3f}")
+    emit("agreement-perplexity", result)
 
 
 def genrun_run(backend: str, model: str, data: Path, out: Path, batch_size: int) -> tuple[float, dict[str, list]]:
@@ -134,11 +234,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lm-eval-python", default=sys.executable)
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--part", choices=["choice", "perplexity"], default="choice")
+    parser.add_argument("--max-length", type=int, default=128, help="perplexity: the window, in tokens")
     args = parser.parse_args()
 
     model = model_for(args)
-    out = WORK / f"agreement-{args.model}-{time.time_ns()}"
+    out = WORK / f"agreement-{args.part}-{args.model}-{time.time_ns()}"
     out.mkdir(parents=True)
+    if args.part == "perplexity":
+        return perplexity_main(args, model, out)
     rows = items(args.items)
     data = out / "arc.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))

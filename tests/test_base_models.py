@@ -5,6 +5,9 @@ a forward pass computed here with transformers alone."""
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -174,8 +177,6 @@ def test_choice_mistakes_are_one_line(tmp_path: Path, tiny_model: str, more: lis
 
 def test_genrun_score_rescores_a_choice_run_from_its_log_likelihoods(tmp_path: Path, hf_run: Path) -> None:
     import shutil
-    import subprocess
-    import sys
 
     run = tmp_path / "run"
     shutil.copytree(hf_run, run)
@@ -187,3 +188,119 @@ def test_genrun_score_rescores_a_choice_run_from_its_log_likelihoods(tmp_path: P
         pick = max(range(len(logprobs)), key=lambda i: logprobs[i] / len(record["choices"][i].encode()))
         assert record["scores"] == {"acc_bytes": float(pick == record["reference"])}
     assert set(json.loads((run / "metrics.json").read_text())["scores"]) == {"acc_bytes"}
+
+
+# Texts from one token to several windows of PERPLEXITY_WINDOW tokens, so rolling windows are exercised.
+TEXTS = [{"id": "t0", "text": "Hello"},
+         {"id": "t1", "text": "The sea is wide and the sky is blue."},
+         {"id": "t2", "text": " ".join(f"word{i} and more, said the river to the sea." for i in range(9))},
+         {"id": "t3", "text": "Ünïcode bytes ß and ça va: they count as UTF-8 bytes. " * 3}]
+PERPLEXITY_WINDOW = 16
+
+
+def perplexity_args(data: Path, model: str, out: Path, *more: str) -> list[str]:
+    return ["mode=perplexity", "dataset=default", f"dataset.path={data}", "dataset.fields.prompt=text",
+            "dataset.fields.id=id", f"backend.model_name_or_path={model}", "backend.dtype=float32",
+            f"hydra.run.dir={out}", *more]
+
+
+def direct_rolling_loglikelihood(model, tokenizer, text: str, window: int) -> float:
+    """A text's log-likelihood with no batching: its tokens predicted in chunks of `window`,
+    each chunk conditioned on the `window` tokens before its last one (the first chunk on the
+    BOS or EOS token and what precedes it), as lm-eval's loglikelihood_rolling defines it."""
+    import torch
+
+    prefix = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    sequence = [prefix, *tokenizer.encode(text)]  # token j of the text is sequence[j + 1]
+    total, end = 0.0, 0
+    while end < len(sequence) - 1:
+        size = min(window, len(sequence) - 1 - end)
+        end += size
+        inputs = sequence[max(0, end - window):end]
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(torch.tensor([inputs])).logits[0].float(), dim=-1)
+        for k in range(size):  # the chunk's tokens sequence[end - size + 1 .. end], predicted by the last inputs
+            total += float(logprobs[len(inputs) - size + k, sequence[end - size + 1 + k]])
+    return total
+
+
+@pytest.fixture(scope="module")
+def perplexity_run(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Path:
+    tmp = tmp_path_factory.mktemp("perplexity-hf")
+    out = tmp / "run"
+    result = run_cli(*perplexity_args(write_jsonl(tmp / "texts.jsonl", TEXTS), tiny_model, out, "backend=hf",
+                                      "backend.batch_size=2", f"+backend.max_length={PERPLEXITY_WINDOW}"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_perplexity_on_hf_matches_unbatched_rolling_windows_and_aggregates_over_the_corpus(
+        perplexity_run: Path, tiny_model: str) -> None:
+    import math
+
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    records = read_jsonl(perplexity_run / "answers.jsonl")
+    assert [r["id"] for r in records] == [t["id"] for t in TEXTS]
+    assert len(tokenizer.encode(TEXTS[2]["text"])) > 3 * PERPLEXITY_WINDOW  # several windows
+    for row, record in zip(TEXTS, records):
+        (scored,) = record["loglikelihoods"]
+        assert scored["tokens"] == len(tokenizer.encode(row["text"]))
+        assert scored["logprob"] == pytest.approx(
+            direct_rolling_loglikelihood(model, tokenizer, row["text"], PERPLEXITY_WINDOW), abs=1e-3)
+        # lm-eval's count_words: the pieces between runs of whitespace (a trailing space adds one)
+        assert record["perplexity"] == {"logprob": scored["logprob"], "words": len(re.split(r"\s+", row["text"])),
+                                        "bytes": len(row["text"].encode())}
+    metrics = json.loads((perplexity_run / "metrics.json").read_text())
+    total = sum(r["perplexity"]["logprob"] for r in records)
+    words, size = sum(r["perplexity"]["words"] for r in records), sum(r["perplexity"]["bytes"] for r in records)
+    expected = {"word_perplexity": math.exp(-total / words), "byte_perplexity": math.exp(-total / size),
+                "bits_per_byte": -total / size / math.log(2)}  # weighted over the corpus, as lm-eval
+    for name, value in expected.items():
+        assert metrics["scores"][name] == pytest.approx(value, rel=1e-4)
+        low, high = metrics["scores_ci95"][name]
+        assert low < value < high
+    assert metrics["failed"] == 0 and metrics["status"] == "ok"
+
+
+def test_perplexity_resumes_exactly_once_and_the_cache_answers_it_again(tmp_path: Path, perplexity_run: Path,
+                                                                         tiny_model: str) -> None:
+    data, out = write_jsonl(tmp_path / "texts.jsonl", TEXTS), tmp_path / "run"
+    common = ["backend=hf", f"+backend.max_length={PERPLEXITY_WINDOW}", "cache=on",
+              f"cache.path={tmp_path / 'cache.sqlite'}"]
+    first = run_cli(*perplexity_args(data, tiny_model, out, *common, "dataset.limit=2"))
+    assert first.returncode == 0, first.stderr[-3000:]
+    rest = run_cli(*perplexity_args(data, tiny_model, out, *common, f"resume={out}"))
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    assert sorted(r["id"] for r in read_jsonl(out / "answers.jsonl")) == ["t0", "t1", "t2", "t3"]
+    assert (json.loads((out / "metrics.json").read_text())["scores"]
+            == pytest.approx(json.loads((perplexity_run / "metrics.json").read_text())["scores"], rel=1e-4))
+    again = run_cli(*perplexity_args(data, tiny_model, tmp_path / "again", *common))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all(r.get("cached") for r in read_jsonl(tmp_path / "again" / "answers.jsonl"))
+    check = subprocess.run([sys.executable, "-m", "genrun.commands.check", str(out)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_perplexity_on_vllm_agrees_with_hf(tmp_path: Path, perplexity_run: Path, tiny_model: str) -> None:
+    out = tmp_path / "vllm"
+    result = run_cli(*perplexity_args(write_jsonl(tmp_path / "texts.jsonl", TEXTS), tiny_model, out, "backend=vllm",
+                                      "backend.gpu_memory_utilization=0.2", "+backend.enforce_eager=true",
+                                      f"+backend.max_model_len={PERPLEXITY_WINDOW + 2}"), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for a, b in zip(read_jsonl(perplexity_run / "answers.jsonl"), read_jsonl(out / "answers.jsonl")):
+        assert a["loglikelihoods"][0]["tokens"] == b["loglikelihoods"][0]["tokens"]
+        assert a["loglikelihoods"][0]["logprob"] == pytest.approx(b["loglikelihoods"][0]["logprob"], abs=2e-3)
+
+
+@pytest.mark.parametrize("more, message", [
+    (["backend=hf", "system_prompt=Be brief."], "remove dataset.fewshot.k and system_prompt"),
+    (["backend=hf", "scoring.metrics=[acc]"], "score mode=choice runs"),
+    (["backend=hf", "batch.export=/tmp/never.jsonl"], "the Batch API does not return"),
+])
+def test_perplexity_mistakes_are_one_line(tmp_path: Path, tiny_model: str, more: list[str], message: str) -> None:
+    result = run_cli(*perplexity_args(write_jsonl(tmp_path / "t.jsonl", TEXTS), tiny_model, tmp_path / "run", *more))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr

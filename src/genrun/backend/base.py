@@ -40,7 +40,8 @@ class Completion:
     answers: list[str | None] | None = None
     finish_reasons: list[str | None] | None = None
     cached: bool = False  # answered from the response cache (backend.response_cache), no request sent
-    loglikelihoods: list[Scored] | None = None  # mode=choice: one per continuation, in order
+    # mode=choice: one per continuation, in order; mode=perplexity: one, the whole text's
+    loglikelihoods: list[Scored] | None = None
 
     @staticmethod
     def of_samples(samples: list[Completion]) -> Completion:
@@ -110,6 +111,11 @@ class Backend:
         """mode=choice: for each (context, continuations), a Completion whose loglikelihoods
         score each continuation after the context, as lm-evaluation-harness splits them."""
         raise UserError(f"backend={self.name} cannot score log-likelihoods (mode=choice); use backend=hf or vllm")
+
+    async def loglikelihood_rolling_batch(self, texts: list[str]) -> list[Completion]:
+        """mode=perplexity: for each text, a Completion whose one loglikelihood is the whole
+        text's, summed over lm-eval's rolling windows of the model's length."""
+        raise UserError(f"backend={self.name} cannot score log-likelihoods (mode=perplexity); use backend=hf or vllm")
 
     def classify(self, exc: Exception) -> Failure:
         return Failure(one_line(f"{type(exc).__name__}: {exc}"))

@@ -73,9 +73,14 @@ class HFBackend(Backend):
         batch_size: int = 8,
         dtype: str = "auto",
         seed: int | None = 0,
+        max_length: int | None = None,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
+        if max_length is not None and max_length < 2:
+            raise UserError(f"backend.max_length must be at least 2 tokens, got {max_length}")
+        # mode=choice and perplexity: the most tokens scored in one pass (lm-eval's max_length)
+        self.max_length = max_length
         self._use(sampling, extra, batch_size)
         self.model_path = model_name_or_path
         seed = drop_none(sampling).get("seed", seed)
@@ -229,14 +234,23 @@ class HFBackend(Backend):
         encode, prefix = self.tokenizer.encode, loglikelihood.prefix_token(self.tokenizer)
         pairs = [loglikelihood.encode_pair(encode, context, c, prefix) for context, continuations in rows
                  for c in continuations]
-        max_length = getattr(self.model.config, "max_position_embeddings", None) or self.tokenizer.model_max_length
-        scores = loglikelihood.hf_scores(self.model, pairs, int(max_length), self.configured_batch_size)
-        completions, start = [], 0
-        for context, continuations in rows:
-            row = scores[start:start + len(continuations)]
-            start += len(continuations)
-            completions.append(Completion(loglikelihoods=row, prompt_tokens=len(encode(context))))
-        return completions
+        return loglikelihood.per_row(self._scores(pairs), [len(c) for _, c in rows],
+                                     [len(encode(context)) for context, _ in rows])
+
+    async def loglikelihood_rolling_batch(self, texts: list[str]) -> list[Completion]:
+        await asyncio.sleep(0)
+        prefix = loglikelihood.prefix_token(self.tokenizer)
+        encoded = [self.tokenizer.encode(text) for text in texts]
+        windows = [loglikelihood.rolling_windows(tokens, prefix, self._max_length()) for tokens in encoded]
+        return loglikelihood.per_row(self._scores([w for row in windows for w in row]), [len(w) for w in windows],
+                                     [len(tokens) for tokens in encoded], summed=True)
+
+    def _max_length(self) -> int:
+        return int(self.max_length or getattr(self.model.config, "max_position_embeddings", None)
+                   or self.tokenizer.model_max_length)
+
+    def _scores(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
+        return loglikelihood.hf_scores(self.model, pairs, self._max_length(), self.configured_batch_size)
 
     def _template_input(self, conversation: Messages) -> tuple[Messages, list[Any]]:
         """Messages for the chat template ({"type": "image"} parts) and the row's PIL images, in order."""

@@ -2,7 +2,9 @@
 lm-evaluation-harness does, so genrun's numbers can be compared with everyone's: trailing
 spaces of the context move to the continuation, the pair is encoded whole and the context's
 own tokens cut off its front, and an empty context is conditioned on the prefix token (BOS,
-else EOS). The hf and vllm backends share the split; hf's forward passes are here too.
+else EOS). A whole text's log-likelihood (mode=perplexity) is scored in lm-eval's rolling
+windows of the model's length. The hf and vllm backends share the split and the regrouping
+of scored pairs into rows; hf's forward passes are here too.
 
 May use: genrun.backend.base (torch only inside the functions that run the model).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from genrun.backend.base import Scored
+from genrun.backend.base import Completion, Scored
 
 Encode = Callable[[str], list[int]]
 
@@ -44,6 +46,44 @@ def window(context: list[int], continuation: list[int], max_length: int) -> tupl
     continuation tokens it predicts: the continuation itself, cut only if it alone is longer."""
     tokens = (context + continuation)[-(max_length + 1):][:-1]
     return tokens, min(len(continuation), len(tokens))
+
+
+def rolling_windows(tokens: list[int], prefix_token: int, max_length: int) -> list[tuple[list[int], list[int]]]:
+    """A text's tokens as (context, continuation) pairs that predict every token once, as
+    lm-eval's loglikelihood_rolling makes them (get_rolling_token_windows with context_len=1,
+    then make_disjoint_window): the first window is conditioned on the prefix token, each
+    later one on the max_length tokens before it."""
+    if not tokens:
+        return []
+    first = tokens[:max_length]
+    pairs = [([prefix_token], first)]
+    predicted = len(first)
+    while predicted < len(tokens):
+        length = min(len(tokens) - predicted, max_length)
+        end = predicted + length
+        context = tokens[end - max_length - 1:end - 1]
+        pairs.append((context[:len(context) - (length - 1)], tokens[end - length:end]))
+        predicted += length
+    return pairs
+
+
+def per_row(scored: list[Any], sizes: list[int], prompt_tokens: list[int], summed: bool = False) -> list[Completion]:
+    """Pairs scored in one flat list (a Scored, or the error Completion of a pair the engine
+    refused) back to one Completion per row of `sizes[i]` pairs. summed: the row is one text
+    in rolling windows, whose log-likelihood is their sum (mode=perplexity)."""
+    completions, start = [], 0
+    for size, tokens in zip(sizes, prompt_tokens):
+        row = scored[start:start + size]
+        start += size
+        failed = next((s for s in row if isinstance(s, Completion)), None)
+        if failed is not None:
+            completions.append(failed)
+        elif summed:
+            whole = Scored(sum(s.logprob for s in row), sum(s.tokens for s in row), all(s.greedy for s in row))
+            completions.append(Completion(loglikelihoods=[whole], prompt_tokens=tokens))
+        else:
+            completions.append(Completion(loglikelihoods=row, prompt_tokens=tokens))
+    return completions
 
 
 def hf_scores(model: Any, pairs: list[tuple[list[int], list[int]]], max_length: int, batch_size: int) -> list[Scored]:

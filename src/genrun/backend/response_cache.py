@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from genrun.backend.base import Backend, Completion, Failure, Messages, Scored
 from genrun.errors import UserError, one_line
@@ -233,17 +233,27 @@ class CachedBackend(Backend):
 
     async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
         """mode=choice, keyed by the context and every continuation."""
-        parts = [{**self.run_parts, "messages": digest(context), "continuations": digest(continuations)}
-                 for context, continuations in rows]
+        return await self._scored(rows, [{"messages": digest(context), "continuations": digest(continuations)}
+                                         for context, continuations in rows], self.inner.loglikelihood_batch)
+
+    async def loglikelihood_rolling_batch(self, texts: list[str]) -> list[Completion]:
+        """mode=perplexity, keyed by the text and that it is scored whole."""
+        return await self._scored(texts, [{"messages": digest(text), "rolling": True} for text in texts],
+                                  self.inner.loglikelihood_rolling_batch)
+
+    async def _scored(self, items: list[Any], keyed_by: list[dict[str, Any]],
+                      score: Callable[[list[Any]], Awaitable[list[Completion]]]) -> list[Completion]:
+        """Log-likelihood rows from the cache where it has them; the others scored and stored."""
+        parts = [{**self.run_parts, **p} for p in keyed_by]
         keys = [digest(p) for p in parts]
         found = self.cache.get(keys)
         missing = [i for i, key in enumerate(keys) if key not in found]
-        answered = await self.inner.loglikelihood_batch([rows[i] for i in missing]) if missing else []
+        answered = await score([items[i] for i in missing]) if missing else []
         self.cache.put([(keys[i], parts[i], dataclasses.asdict(c)) for i, c in zip(missing, answered)
                         if c.error is None and c.loglikelihoods is not None])
-        self.hits += len(rows) - len(missing)
+        self.hits += len(items) - len(missing)
         by_position = dict(zip(missing, answered))
-        return [by_position.get(i) or from_cache(found[keys[i]]) for i in range(len(rows))]
+        return [by_position.get(i) or from_cache(found[keys[i]]) for i in range(len(items))]
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -137,30 +137,38 @@ class VLLMBackend(Backend):
         return [o if isinstance(o, Completion) else self._completion(o) for o in outputs]
 
     async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
-        vllm = import_vllm()
-        tokenizer = self.llm.get_tokenizer()
-        encode, prefix = tokenizer.encode, loglikelihood.prefix_token(tokenizer)
-        max_length = internals.max_model_len(self.llm)
-        # greedy, one token: only the prompt's log-probabilities are wanted
-        params = vllm.SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
+        encode, prefix = self._encoder()
         pairs = [loglikelihood.encode_pair(encode, context, c, prefix) for context, continuations in rows
                  for c in continuations]
-        windows = [loglikelihood.window(context, continuation, max_length - 1) for context, continuation in pairs]
+        return loglikelihood.per_row(await self._scores(pairs), [len(c) for _, c in rows],
+                                     [len(encode(context)) for context, _ in rows])
+
+    async def loglikelihood_rolling_batch(self, texts: list[str]) -> list[Completion]:
+        encode, prefix = self._encoder()
+        encoded = [encode(text) for text in texts]
+        windows = [loglikelihood.rolling_windows(tokens, prefix, self._window()) for tokens in encoded]
+        return loglikelihood.per_row(await self._scores([w for row in windows for w in row]),
+                                     [len(w) for w in windows], [len(tokens) for tokens in encoded], summed=True)
+
+    def _window(self) -> int:
+        """The most tokens a log-likelihood is conditioned on: the prompt is the window and the
+        last token it predicts, and vLLM generates one more, all within max_model_len."""
+        return internals.max_model_len(self.llm) - 2
+
+    def _encoder(self) -> tuple[loglikelihood.Encode, int]:
+        tokenizer = self.llm.get_tokenizer()
+        return tokenizer.encode, loglikelihood.prefix_token(tokenizer)
+
+    async def _scores(self, pairs: list[tuple[list[int], list[int]]]) -> list[Any]:
+        """Each pair's Scored, read from prompt_logprobs; the error Completion of one the engine refused."""
+        # greedy, one token: only the prompt's log-probabilities are wanted
+        params = import_vllm().SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=1)
+        windows = [loglikelihood.window(context, continuation, self._window()) for context, continuation in pairs]
         outputs = await self._run([({"prompt_token_ids": tokens + pair[1][-1:]}, params)
                                    for (tokens, _), pair in zip(windows, pairs)])
-        completions, start = [], 0
-        for context, continuations in rows:
-            done = outputs[start:start + len(continuations)]
-            failed = next((o for o in done if isinstance(o, Completion)), None)
-            if failed is not None:
-                completions.append(failed)
-            else:
-                completions.append(Completion(loglikelihoods=[
-                    loglikelihood.vllm_scores(o.prompt_logprobs, len(tokens) + 1 - count, pairs[start + j][1][-count:])
-                    for j, (o, (tokens, count)) in enumerate(zip(done, windows[start:]))],
-                    prompt_tokens=len(encode(context))))
-            start += len(continuations)
-        return completions
+        return [output if isinstance(output, Completion)
+                else loglikelihood.vllm_scores(output.prompt_logprobs, len(tokens) + 1 - count, pair[1][-count:])
+                for output, (tokens, count), pair in zip(outputs, windows, pairs)]
 
     async def _run(self, requests: list[tuple[Any, Any]]) -> list[Any]:
         """Each (prompt, sampling params) through the engine: its RequestOutput, or the error

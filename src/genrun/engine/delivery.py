@@ -17,7 +17,7 @@ from genrun.engine import batch_files
 from genrun.engine.scheduler import OnAnswer, answer
 from genrun.errors import UserError
 from genrun.prompt.request import Request
-from genrun.settings import Settings
+from genrun.settings import LOGLIKELIHOOD_MODES, Settings
 
 
 class Delivery:
@@ -87,11 +87,11 @@ def choose(settings: Settings, out_dir: Path) -> Delivery:
         raise UserError("batch.export writes the requests and batch.results reads the answers: give one of them")
     backend = class_of(settings.backend)
     if settings.prompt.as_text and not getattr(backend, "takes_text", False):
-        what = "mode=choice" if settings.prompt.mode == "choice" else "chat_template=false"
+        what = f"mode={settings.prompt.mode}" if settings.prompt.mode in LOGLIKELIHOOD_MODES else "chat_template=false"
         raise UserError(f"{what} needs a backend that takes text prompts and returns log-likelihoods: "
                         f"backend={getattr(backend, 'name', '?')} does not yet (use backend=hf or backend=vllm)")
-    if settings.prompt.mode == "choice" and (batch.export or batch.results or settings.backend.get("batch")):
-        raise UserError("mode=choice scores log-likelihoods, which the Batch API does not return: "
+    if settings.prompt.mode in LOGLIKELIHOOD_MODES and (batch.export or batch.results or settings.backend.get("batch")):
+        raise UserError(f"mode={settings.prompt.mode} scores log-likelihoods, which the Batch API does not return: "
                         "remove batch.export, batch.results and backend.batch")
     if batch.export:
         return Export(settings, out_dir)

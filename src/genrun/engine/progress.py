@@ -1,4 +1,5 @@
-"""The progress line of a run: rows/s and the ETA (tqdm's), completion tokens/s, and the rows
+"""The progress line of a run: rows/s and the ETA (tqdm's), completion tokens/s (scored
+tokens/s in the log-likelihood modes), and the rows
 failed, answered from the cache and being retried so far. It is redrawn at the display's
 rate (twice a second), not the row rate: at thousands of rows a second, drawing it for each
 row cost more than the rest of genrun's work on the row."""
@@ -20,11 +21,16 @@ class Progress:
         self.bar = tqdm(total=total, unit="row", desc="genrun", dynamic_ncols=True, mininterval=REDRAW_S)
         self.live = {"failed": 0, "retrying": 0, "cached": 0}
         self.tokens = 0
+        self.rate_name = "tokens_per_s"
         self.pending = 0  # rows answered since the last redraw
         self.drawn = time.monotonic()
 
     def answered(self, completion: Completion) -> None:
-        self.tokens += completion.completion_tokens or 0
+        if completion.loglikelihoods is not None:  # mode=choice and perplexity generate nothing
+            self.rate_name = "scored_tokens_per_s"
+            self.tokens += sum(s.tokens for s in completion.loglikelihoods)
+        else:
+            self.tokens += completion.completion_tokens or 0
         self.live["failed"] += completion.error is not None
         self.live["cached"] += completion.cached
         self.pending += 1
@@ -38,8 +44,8 @@ class Progress:
 
     def redraw(self, now: float) -> None:
         elapsed = max(self.bar.format_dict["elapsed"], 1e-3)
-        self.bar.set_postfix(tokens_per_s=round(self.tokens / elapsed), **{k: v for k, v in self.live.items() if v},
-                             refresh=False)
+        live = {k: v for k, v in self.live.items() if v}
+        self.bar.set_postfix({self.rate_name: round(self.tokens / elapsed), **live}, refresh=False)
         self.bar.update(self.pending)
         self.pending, self.drawn = 0, now
 

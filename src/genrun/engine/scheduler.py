@@ -100,8 +100,12 @@ class Scheduler:
             self.on_answer(request, completion, latency)
 
     def _call(self, batch: list[Request]) -> Callable[[], Awaitable[list[Completion]]]:
-        """What answers the batch: its continuations scored (mode=choice), or generated."""
+        """What answers the batch: its continuations scored (mode=choice), its texts scored
+        (mode=perplexity), or generated."""
         backend = self.backend
+        if batch[0].rolling:
+            texts = [str(r.messages) for r in batch]
+            return lambda: backend.loglikelihood_rolling_batch(texts)
         if batch[0].continuations is not None:
             rows = [(str(r.messages), list(r.continuations or [])) for r in batch]
             return lambda: backend.loglikelihood_batch(rows)

@@ -43,6 +43,8 @@ def request_maker(dataset: DatasetConfig, prompt: PromptOptions,
     if examples and prompt.mode == "multiturn":
         raise UserError("dataset.fewshot.k applies to mode=generate and multimodal; "
                         "a conversation brings its own turns")
+    if prompt.mode == "perplexity" and (examples or prompt.system_prompt):
+        raise UserError("mode=perplexity scores each row's text as it is: remove dataset.fewshot.k and system_prompt")
     build = request_builder(prompt.mode, dataset.fields, dataclasses.replace(settings, fewshot=examples))
     if sampling_seed is None:
         return build, shots

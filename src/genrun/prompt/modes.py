@@ -101,11 +101,20 @@ def _choice(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kep
     return prompt_messages(kept["prompt"], s.system_prompt)
 
 
+def _perplexity(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
+    """The text whose log-likelihood is scored is the prompt (its column, or the template)."""
+    kept["prompt"] = row_prompt(row, fields, s)
+    if not isinstance(kept["prompt"], str):
+        raise RowError(f"mode=perplexity scores text; the prompt is {type(kept['prompt']).__name__}")
+    return prompt_messages(kept["prompt"], s.system_prompt)
+
+
 MODES = {
     "generate": Mode(("prompt",), _generate),
     "multimodal": Mode(("prompt", "images"), _multimodal),
     "multiturn": Mode(("messages",), _multiturn),
     "choice": Mode(("prompt", "choices"), _choice),
+    "perplexity": Mode(("prompt",), _perplexity),
 }
 assert tuple(MODES) == MODE_NAMES, "a mode is named in settings.schema.MODES and built here"
 # The fields the Python API's rows use (the CLI's come from dataset.fields).
@@ -166,7 +175,7 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
         if mode == "choice":
             return Request(index, prompt, meta=meta,
                            continuations=[settings.target_delimiter + c for c in meta["choices"]])
-        return Request(index, prompt, meta=meta)
+        return Request(index, prompt, meta=meta, rolling=mode == "perplexity")
 
     return request
 

@@ -18,3 +18,4 @@ class Request:
     seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend
     # mode=choice: the texts whose log-likelihood after `messages` (the context, text) is scored
     continuations: list[str] | None = None
+    rolling: bool = False  # mode=perplexity: the log-likelihood of `messages` (text) itself, in rolling windows

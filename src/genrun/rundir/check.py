@@ -93,7 +93,7 @@ def record_shape(record: dict[str, Any]) -> str | None:
         return f"its answer is a {type(answer).__name__}, not text"
     if error is not None and not isinstance(error, str):
         return f"its error is a {type(error).__name__}, not text"
-    if answer is None and error is None:
+    if answer is None and error is None and record.get("loglikelihoods") is None:  # (mode=perplexity: no answer)
         return "it has neither an answer nor an error"
     if not isinstance(record.get("scores", {}), dict):
         return "its scores are not an object"

@@ -30,7 +30,8 @@ def make_record(request: Request, completion: Completion, latency: float | None,
         record["reasoning"] = completion.reasoning
     if completion.cached:
         record["cached"] = True
-    if completion.loglikelihoods is not None:  # mode=choice: the answer is set when it is scored
+    # mode=choice: the answer (the chosen choice) is set when it is scored; mode=perplexity has none
+    if completion.loglikelihoods is not None:
         record["loglikelihoods"] = [dataclasses.asdict(s) for s in completion.loglikelihoods]
     if completion.answers is not None:  # sampling.n > 1
         record.update(answers=completion.answers, finish_reasons=completion.finish_reasons)

@@ -17,7 +17,8 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from genrun.scoring.stats import BOOTSTRAP_ROWS, Z95, ci95, wilson
+from genrun.scoring.metrics import PERPLEXITY_METRICS, from_loglikelihood_per_unit
+from genrun.scoring.stats import BOOTSTRAP_ROWS, Z95, ci95, ratio_ci95, wilson
 
 COUNTS = ("rows", "answered", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt", "paid_completion",
           "scored", "unclosed", "scoring_errors")
@@ -39,6 +40,9 @@ class Score:
             if len(self.values) > BOOTSTRAP_ROWS:
                 self.values = None  # the interval is now computed from the sums
 
+    def value(self) -> float:
+        return self.total / self.n
+
     def interval(self) -> list[float]:
         if self.values is not None:
             return ci95(self.values)
@@ -49,13 +53,36 @@ class Score:
         return [mean - Z95 * sd / math.sqrt(self.n), mean + Z95 * sd / math.sqrt(self.n)]
 
 
+class Ratio:
+    """A corpus-level metric (mode=perplexity): the texts' summed log-likelihood over their
+    summed words or bytes, as lm-eval aggregates it, kept as the sums its interval needs."""
+
+    def __init__(self, metric: str, n: int = 0, y: float = 0.0, x: float = 0.0, yy: float = 0.0, xx: float = 0.0,
+                 xy: float = 0.0) -> None:
+        self.metric, self.n, self.y, self.x, self.yy, self.xx, self.xy = metric, n, y, x, yy, xx, xy
+
+    def add(self, logprob: float, units: float) -> None:
+        self.n += 1
+        self.y, self.x = self.y + logprob, self.x + units
+        self.yy, self.xx, self.xy = self.yy + logprob * logprob, self.xx + units * units, self.xy + logprob * units
+
+    def value(self) -> float:
+        return from_loglikelihood_per_unit(self.metric, self.y / self.x) if self.x else math.nan
+
+    def interval(self) -> list[float]:
+        low, high = ratio_ci95(self.n, self.y, self.x, self.yy, self.xx, self.xy)
+        return sorted(from_loglikelihood_per_unit(self.metric, r) for r in (low, high))
+
+
 class Tally:
     def __init__(self, metrics: Iterable[str] = ()) -> None:
         self.metrics = list(metrics)
         self.counts = dict.fromkeys(COUNTS, 0)
         self.have_tokens = False
         self.first_error: str | None = None
-        self.scores: dict[str, Score] = {name: Score() for name in self.metrics}  # the metrics first, in order
+        # the metrics first, in order
+        self.scores: dict[str, Score | Ratio] = {name: Ratio(name) if name in PERPLEXITY_METRICS else Score()
+                                                 for name in self.metrics}
 
     def add(self, record: dict[str, Any]) -> None:
         counts = self.counts
@@ -79,8 +106,15 @@ class Tally:
             counts["scored"] += 1
             counts["unclosed"] += bool(scores.get("unclosed_thinking"))
             for name, value in scores.items():
+                if name in PERPLEXITY_METRICS:  # a row's own; the corpus's is summed below
+                    continue
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.scores.setdefault(name, Score()).add(float(value))
+        text = record.get("perplexity")
+        if isinstance(text, dict) and all(isinstance(text.get(k), (int, float)) for k in ("logprob", "words", "bytes")):
+            for name, unit in PERPLEXITY_METRICS.items():
+                if isinstance(self.scores.get(name), Ratio):
+                    self.scores[name].add(float(text["logprob"]), float(text[unit]))  # type: ignore[call-arg]
 
     def result(self, prices: dict[str, float] | None = None) -> dict[str, Any]:
         """metrics.json's totals: rows, answers, failures, tokens, cost, and every score's mean
@@ -101,7 +135,7 @@ class Tally:
                                     + counts["paid_completion"] * float(prices.get("output_per_1m", 0))) / 1e6, 6)
         scores = {name: score for name, score in self.scores.items() if score.n}
         if scores:
-            result["scores"] = {name: round(s.total / s.n, 4) for name, s in scores.items()}
+            result["scores"] = {name: round(s.value(), 4) for name, s in scores.items()}
             result["scores_ci95"] = {name: [round(x, 4) for x in s.interval()] for name, s in scores.items()}
             result["scores_rows"] = {name: s.n for name, s in scores.items()}
             result["scored_rows"] = counts["scored"]
@@ -133,7 +167,8 @@ class Tally:
             tally = cls(metrics)
             tally.counts.update({k: int(v) for k, v in state["counts"].items() if k in tally.counts})
             tally.have_tokens, tally.first_error = bool(state["have_tokens"]), state["first_error"]
-            tally.scores = {name: Score(**score) for name, score in state["scores"].items()}
+            tally.scores = {name: Ratio(**score) if "metric" in score else Score(**score)
+                            for name, score in state["scores"].items()}
             return tally, int(state["covers"]), state["stamp"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none saved, or another version's
             return None

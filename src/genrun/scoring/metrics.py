@@ -8,6 +8,7 @@ extract.py), the extracted answer must equal the reference read the same way.
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -92,6 +93,27 @@ def same(extracted: str, reference: str) -> float:
 # log-likelihood (acc), per character of the choice's text (acc_norm), per UTF-8 byte (acc_bytes).
 CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes")
 CHOICE_DEFAULT = ["acc", "acc_norm"]
+
+
+# mode=perplexity, as lm-evaluation-harness aggregates loglikelihood_rolling: over the corpus,
+# weighted by each text's words or UTF-8 bytes (not a mean of per-text values). Each metric's
+# unit, and how the corpus's log-likelihood per unit (a ratio, r <= 0) becomes it.
+PERPLEXITY_METRICS: dict[str, str] = {"word_perplexity": "words", "byte_perplexity": "bytes",
+                                      "bits_per_byte": "bytes"}
+PERPLEXITY_DEFAULT = list(PERPLEXITY_METRICS)
+
+
+def from_loglikelihood_per_unit(metric: str, r: float) -> float:
+    """word/byte perplexity is exp(-r); bits per byte is -r / ln 2."""
+    if metric == "bits_per_byte":
+        return -r / math.log(2)
+    return math.exp(-r) if -r < 709 else math.inf  # beyond: more than a float holds
+
+
+def text_units(text: str) -> dict[str, int]:
+    """What a text's log-likelihood is divided by: its words as lm-eval counts them (split on
+    runs of whitespace) and its UTF-8 bytes."""
+    return {"words": len(re.split(r"\s+", text)), "bytes": len(text.encode("utf-8"))}
 
 
 def choice_picks(logprobs: list[float], choices: list[str]) -> dict[str, int]:

@@ -15,12 +15,16 @@ from genrun.scoring.metrics import (
     CHOICE_DEFAULT,
     CHOICE_METRICS,
     METRICS,
+    PERPLEXITY_DEFAULT,
+    PERPLEXITY_METRICS,
     choice_picks,
+    from_loglikelihood_per_unit,
     normalize,
     references,
     same,
     score,
     strip_thinking,
+    text_units,
 )
 from genrun.settings.schema import ScoringConfig
 
@@ -38,23 +42,27 @@ class Scorer:
     @classmethod
     def of(cls, scoring: ScoringConfig, json_valid: bool = False, mode: str = "generate") -> Scorer:
         metrics = list(scoring.metrics)
-        if mode == "choice":
-            chosen = [m for m in metrics if m in CHOICE_METRICS]
-            # the default metrics read text answers: a choice run scores acc and acc_norm unless told
-            metrics = chosen or list(CHOICE_DEFAULT)
+        own = {"choice": (CHOICE_METRICS, CHOICE_DEFAULT), "perplexity": (PERPLEXITY_METRICS, PERPLEXITY_DEFAULT)}
+        for other, (names, _) in own.items():
+            if other != mode and any(m in names for m in metrics):
+                raise UserError(f"scoring.metrics: {', '.join(names)} score mode={other} runs; "
+                                f"this one is mode={mode} (use {', '.join(own[mode][0] if mode in own else METRICS)})")
+        if mode in own:
+            names, default = own[mode]
+            # the default metrics read text answers: a log-likelihood run scores its own unless told
+            metrics = [m for m in metrics if m in names] or list(default)
             if scoring.extract != "none":
-                raise UserError("mode=choice scores log-likelihoods, not text: remove scoring.extract")
-        elif any(m in CHOICE_METRICS for m in metrics):
-            raise UserError(f"scoring.metrics: {', '.join(CHOICE_METRICS)} score mode=choice runs; "
-                            f"this one is mode={mode} (use {', '.join(METRICS)})")
+                raise UserError(f"mode={mode} scores log-likelihoods, not text: remove scoring.extract")
         return cls(metrics, scoring.extract, scoring.pattern, json_valid)
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)
-        unknown = [m for m in self.metrics if m not in METRICS and m not in CHOICE_METRICS]
+        unknown = [m for m in self.metrics if m not in METRICS and m not in CHOICE_METRICS
+                   and m not in PERPLEXITY_METRICS]
         if unknown or not self.metrics:
             raise UserError(f"scoring.metrics={unknown[0] if unknown else '[]'!r} is not a metric "
-                            f"(choose from {', '.join(METRICS)}; mode=choice: {', '.join(CHOICE_METRICS)})")
+                            f"(choose from {', '.join(METRICS)}; mode=choice: {', '.join(CHOICE_METRICS)}; "
+                            f"mode=perplexity: {', '.join(PERPLEXITY_METRICS)})")
         kinds = ["none", *extractors.EXTRACTORS, "regex"]
         if self.extract not in kinds:
             raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
@@ -138,9 +146,23 @@ def _score_choices(record: dict[str, Any], scorer: Scorer) -> None:
         record["scores"] = {m: float(picks[m] == record["reference"]) for m in scorer.metrics if m in picks}
 
 
+def _score_text(record: dict[str, Any], scorer: Scorer) -> None:
+    """mode=perplexity: the text's log-likelihood and its units (`perplexity`), which
+    metrics.json sums over the corpus, and the row's own perplexities (`scores`)."""
+    (scored,) = record["loglikelihoods"]
+    logprob = float(scored["logprob"])
+    units = text_units(str(record["prompt"]))
+    record["perplexity"] = {"logprob": logprob, **units}
+    record["scores"] = {m: from_loglikelihood_per_unit(m, logprob / max(units[PERPLEXITY_METRICS[m]], 1))
+                        for m in scorer.metrics if m in PERPLEXITY_METRICS}
+
+
 def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
     if record.get("loglikelihoods") is not None:
         record.pop("scores", None)
+        record.pop("perplexity", None)
+        if record.get("choices") is None:
+            return _score_text(record, scorer)
         return _score_choices(record, scorer)
     old = record.pop("scores", None) or {}
     for key in ("extracted", "sample_extracted", "sample_scores"):

@@ -3,9 +3,10 @@
 Textbook estimators: the Wilson score interval for a mean of 0/1 scores; otherwise the
 percentile bootstrap over rows (2,000 resamples, a fixed seed, so a rerun prints the same
 interval), or beyond 10,000 rows the normal approximation (mean +- 1.96 standard errors),
-which is as good there and costs no resampling. With several samples per row a row's score is
-the mean of its samples, and rows, not samples, are resampled: rows are what was drawn from
-the population.
+which is as good there and costs no resampling. A corpus-level ratio (perplexity: the
+log-likelihood per word over all texts) gets the ratio estimator's delta-method interval.
+With several samples per row a row's score is the mean of its samples, and rows, not
+samples, are resampled: rows are what was drawn from the population.
 """
 
 from __future__ import annotations
@@ -101,6 +102,18 @@ def permutation(differences: Sequence[float], resamples: int = 10_000, seed: int
 # Student's t, two-sided 95%, for 1-30 degrees of freedom (beyond: the normal's 1.96 is close).
 T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def ratio_ci95(n: int, sum_y: float, sum_x: float, sum_yy: float, sum_xx: float, sum_xy: float) -> list[float]:
+    """The 95% interval of a ratio of sums over rows, r = sum(y) / sum(x) (a corpus's
+    log-likelihood per word): the ratio estimator's linearization (delta-method) standard
+    error, sqrt(sum((y - r x)^2) / (n (n - 1))) / mean(x), rows being what was drawn."""
+    if n < 2 or sum_x <= 0:
+        return [math.nan, math.nan]
+    r = sum_y / sum_x
+    residuals = max(sum_yy - 2 * r * sum_xy + r * r * sum_xx, 0.0)
+    se = math.sqrt(residuals / (n * (n - 1))) / (sum_x / n)
+    return [r - Z95 * se, r + Z95 * se]
 
 
 def mean_ci95(values: Sequence[float]) -> list[float]:

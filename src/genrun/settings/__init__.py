@@ -19,6 +19,7 @@ from typing import Any
 from genrun.errors import UserError
 from genrun.settings.schema import (
     DATASET_OPERATIONAL,
+    LOGLIKELIHOOD_MODES,
     MODES,
     BatchConfig,
     CacheConfig,
@@ -53,13 +54,13 @@ class PromptOptions:
     system_prompt: str = ""
     image_tag: str | None = None
     record_messages: bool = False
-    chat_template: bool = True  # false: prompts as text (mode=choice: always)
+    chat_template: bool = True  # false: prompts as text (mode=choice and perplexity: always)
     fewshot_delimiter: str = "\n\n"
     target_delimiter: str = " "
 
     @property
     def as_text(self) -> bool:
-        return not self.chat_template or self.mode == "choice"
+        return not self.chat_template or self.mode in LOGLIKELIHOOD_MODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +158,7 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in operational.get(key, ())}
         subset[key] = value
-    if not plain.get("chat_template", True) or plain.get("mode") == "choice":  # (so older runs still resume)
+    if not plain.get("chat_template", True) or plain.get("mode") in LOGLIKELIHOOD_MODES:  # (so older runs still resume)
         subset["text_prompt"] = {k: plain.get(k) for k in ("fewshot_delimiter", "target_delimiter")}
     return subset
 

@@ -15,7 +15,9 @@ from typing import Any, Dict, List, Optional
 from omegaconf import MISSING
 
 # The config's `mode` choices; genrun.prompt.modes says how each turns a row into messages.
-MODES = ("generate", "multimodal", "multiturn", "choice")
+MODES = ("generate", "multimodal", "multiturn", "choice", "perplexity")
+# The modes that score log-likelihoods of text rather than generate: prompts always go as text.
+LOGLIKELIHOOD_MODES = ("choice", "perplexity")
 Mode = enum.Enum("Mode", {name: name for name in MODES})
 
 # dataset keys that change which rows a run reads now, not its answers: they may differ on resume
