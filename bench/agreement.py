@@ -2,7 +2,8 @@
 
 --part choice: the same ARC-shaped items (written here) go through lm-eval's own `hf` model
 on a task with lm-eval's arc_easy prompt, choices and metrics, and through `genrun
-task=arc_easy` on backend=hf and backend=vllm, each a whole process, fp32. Reported: the
+task=arc_easy` on backend=hf, backend=vllm and backend=openai (vLLM's own server, started
+here; its start is not in the timing), each a whole process, fp32. Reported: the
 largest per-choice log-probability difference, the items whose chosen index differs (acc and
 acc_norm), the aggregate scores, and the wall time of each whole process side by side.
 
@@ -190,12 +191,17 @@ def perplexity_main(args: argparse.Namespace, model: str, out: Path) -> None:
 
 
 def genrun_run(backend: str, model: str, data: Path, out: Path, batch_size: int) -> tuple[float, dict[str, list]]:
-    extra = ([f"backend.batch_size={batch_size}"] if backend == "hf"
-             else [f"+backend.{k}={v}" if k in ("max_model_len", "enforce_eager") else f"backend.{k}={v}"
-                   for k, v in VLLM_CPU.items()])
+    """backend hf or vllm: `model` is the model's folder; openai: the server's base URL."""
+    if backend == "openai":
+        extra = [f"backend.base_url={model}", "backend.model_name=model"]
+    elif backend == "hf":
+        extra = [f"backend.model_name_or_path={model}", "backend.dtype=float32", f"backend.batch_size={batch_size}"]
+    else:
+        extra = [f"backend.model_name_or_path={model}", *(
+            f"+backend.{k}={v}" if k in ("max_model_len", "enforce_eager") else f"backend.{k}={v}"
+            for k, v in VLLM_CPU.items())]
     wall = run([sys.executable, "-m", "genrun", "task=arc_easy", f"dataset.path={data}", "dataset.name=null",
-                "dataset.split=train", f"backend={backend}", f"backend.model_name_or_path={model}",
-                "backend.dtype=float32", *extra, f"hydra.run.dir={out}"])
+                "dataset.split=train", f"backend={backend}", *extra, f"hydra.run.dir={out}"])
     records = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
     return wall, {r["id"]: [s["logprob"] for s in r["loglikelihoods"]] for r in records}
 
@@ -254,15 +260,21 @@ def main() -> None:
     if not args.no_vllm:
         walls["genrun vllm"], scores["genrun vllm"] = genrun_run("vllm", model, data, out / "genrun-vllm",
                                                                  args.batch_size)
+        from genrun.testing.vllm_server import vllm_server
+
+        with vllm_server(model, out / "vllm-server.log", name="model") as url:
+            walls["genrun openai"], scores["genrun openai"] = genrun_run("openai", url, data, out / "genrun-openai",
+                                                                         args.batch_size)
     result = {"model": args.model, "items": len(rows), "wall_s": walls,
               "accuracy": {name: accuracy(rows, s) for name, s in scores.items()},
               "genrun hf vs lm-eval hf": compare(rows, scores["genrun hf"], scores["lm-eval hf"])}
     if "genrun vllm" in scores:
         result["genrun vllm vs genrun hf"] = compare(rows, scores["genrun vllm"], scores["genrun hf"])
+        result["genrun openai vs genrun hf"] = compare(rows, scores["genrun openai"], scores["genrun hf"])
     print(f"Log-likelihood multiple choice, {len(rows)} ARC-shaped items, {args.model} model, fp32")
     for name, (acc, norm) in result["accuracy"].items():
         print(f"  {name:<12}: acc {acc:.4f}, acc_norm {norm:.4f}, whole process {walls[name]:.1f} s")
-    for name in ("genrun hf vs lm-eval hf", "genrun vllm vs genrun hf"):
+    for name in ("genrun hf vs lm-eval hf", "genrun vllm vs genrun hf", "genrun openai vs genrun hf"):
         if name in result:
             c = result[name]
             print(f"  {name}: max |Δ logprob| {c['max_abs_logprob_diff']:.2e}, chosen index differs on "

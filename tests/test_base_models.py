@@ -157,15 +157,13 @@ def test_text_prompts_join_few_shot_examples_as_lm_eval_does(tmp_path: Path, tin
 
 
 @pytest.mark.parametrize("more, message", [
-    (["backend=openai", "backend.base_url=http://127.0.0.1:9/v1", "backend.model_name=m"],
-     "backend=openai does not yet"),
     (["backend=hf", "batch.export=/tmp/never.jsonl"], "the Batch API does not return"),
     (["backend=hf", "scoring.extract=choice"], "remove scoring.extract"),
     (["backend=hf", "dataset.fields.choices=choices.nothing"], "has no key 'nothing'"),
 ])
 def test_choice_mistakes_are_one_line(tmp_path: Path, tiny_model: str, more: list[str], message: str) -> None:
     out = tmp_path / "run"
-    result = run_cli(*arc_args(arc_file(tmp_path), None if "backend=openai" in more else tiny_model, out, *more))
+    result = run_cli(*arc_args(arc_file(tmp_path), tiny_model, out, *more))
     if "has no key" in message:  # a row's own problem: that row's error, the others answered
         assert result.returncode == 1, result.stderr[-2000:]
         assert all(message in r["error"] for r in read_jsonl(out / "answers.jsonl"))
@@ -198,10 +196,10 @@ TEXTS = [{"id": "t0", "text": "Hello"},
 PERPLEXITY_WINDOW = 16
 
 
-def perplexity_args(data: Path, model: str, out: Path, *more: str) -> list[str]:
+def perplexity_args(data: Path, model: str | None, out: Path, *more: str) -> list[str]:
+    local = [f"backend.model_name_or_path={model}", "backend.dtype=float32"] if model else []
     return ["mode=perplexity", "dataset=default", f"dataset.path={data}", "dataset.fields.prompt=text",
-            "dataset.fields.id=id", f"backend.model_name_or_path={model}", "backend.dtype=float32",
-            f"hydra.run.dir={out}", *more]
+            "dataset.fields.id=id", *local, f"hydra.run.dir={out}", *more]
 
 
 def direct_rolling_loglikelihood(model, tokenizer, text: str, window: int) -> float:
@@ -297,10 +295,69 @@ def test_perplexity_on_vllm_agrees_with_hf(tmp_path: Path, perplexity_run: Path,
 
 @pytest.mark.parametrize("more, message", [
     (["backend=hf", "system_prompt=Be brief."], "remove dataset.fewshot.k and system_prompt"),
+    (["backend=openai", "backend.base_url=http://127.0.0.1:9/v1", "backend.model_name=m"],
+     "backend=openai cannot (use backend=hf or backend=vllm)"),
     (["backend=hf", "scoring.metrics=[acc]"], "score mode=choice runs"),
     (["backend=hf", "batch.export=/tmp/never.jsonl"], "the Batch API does not return"),
 ])
 def test_perplexity_mistakes_are_one_line(tmp_path: Path, tiny_model: str, more: list[str], message: str) -> None:
-    result = run_cli(*perplexity_args(write_jsonl(tmp_path / "t.jsonl", TEXTS), tiny_model, tmp_path / "run", *more))
+    model = None if "backend=openai" in more else tiny_model
+    result = run_cli(*perplexity_args(write_jsonl(tmp_path / "t.jsonl", TEXTS), model, tmp_path / "run", *more))
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_choice_on_vllms_server_agrees_with_hf(tmp_path: Path, hf_run: Path, vllm_server: str) -> None:
+    # backend=openai: /v1/completions with the context and each context + choice, echoed with logprobs
+    out = tmp_path / "openai"
+    result = run_cli(*arc_args(arc_file(tmp_path), None, out, "backend=openai", f"backend.base_url={vllm_server}",
+                               "backend.model_name=tiny"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    hf = {r["id"]: r for r in read_jsonl(hf_run / "answers.jsonl")}
+    for record in read_jsonl(out / "answers.jsonl"):
+        mine = hf[record["id"]]
+        assert [s["tokens"] for s in record["loglikelihoods"]] == [s["tokens"] for s in mine["loglikelihoods"]]
+        assert record["prompt_tokens"] == mine["prompt_tokens"]
+        assert max(abs(x["logprob"] - y["logprob"])
+                   for x, y in zip(record["loglikelihoods"], mine["loglikelihoods"])) < 1e-3
+        assert record["scores"] == mine["scores"]
+
+
+def test_text_prompts_on_vllms_server_go_to_the_completions_endpoint(tmp_path: Path, tiny_model: str,
+                                                                     vllm_server: str) -> None:
+    import transformers
+
+    rows = [{"q": "2+2="}, {"q": "The capital of France is"}]
+    out = tmp_path / "run"
+    result = run_cli("backend=openai", f"backend.base_url={vllm_server}", "backend.model_name=tiny",
+                     "chat_template=false", "sampling=greedy", "sampling.max_tokens=4",
+                     f"dataset.path={write_jsonl(tmp_path / 'q.jsonl', rows)}", "dataset.fields.prompt=q",
+                     f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    for row, record in zip(rows, read_jsonl(out / "answers.jsonl")):
+        # the text as it is: no chat template around it (a template would add its own tokens)
+        assert record["prompt_tokens"] == len(tokenizer.encode(row["q"]))
+        assert isinstance(record["answer"], str) and record["completion_tokens"] == 4
+
+
+def test_a_server_without_prompt_log_probabilities_is_one_line(tmp_path: Path) -> None:
+    from genrun.testing.fault_server import FaultServer
+
+    with FaultServer() as server:
+        result = run_cli(*arc_args(arc_file(tmp_path), None, tmp_path / "run", "backend=openai",
+                                   f"backend.base_url={server.url}", "backend.model_name=m", "backend.concurrency=1"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("genrun: error:")]
+    assert len(errors) == 1 and "did not return the prompt's log-probabilities" in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert len(server.bodies) == 1 and server.bodies[0]["echo"] is True  # one request, not one per row
+
+
+def test_text_prompts_are_refused_for_batch_files_in_one_line(tmp_path: Path) -> None:
+    export = tmp_path / "requests.jsonl"
+    result = run_cli("backend=openai", "backend.model_name=m", "chat_template=false", "dataset=demo_qa",
+                     f"batch.export={export}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode == 2 and "genrun's Batch files hold chat completions" in result.stderr
+    assert "Traceback" not in result.stderr and not export.exists()
+

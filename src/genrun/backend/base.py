@@ -93,6 +93,8 @@ class Backend:
     takes_batch_jobs: ClassVar[bool] = False
     # A backend that continues text as it is (chat_template=false) and scores log-likelihoods (mode=choice).
     takes_text: ClassVar[bool] = False
+    # A backend that scores whole texts in windows of the model's length (mode=perplexity): one that has its tokenizer.
+    takes_perplexity: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -60,6 +60,7 @@ def generate_kwargs(sampling: Mapping[str, Any]) -> dict[str, Any]:
 class HFBackend(Backend):
     name = "hf"
     takes_text = True
+    takes_perplexity = True
     operational = frozenset({"gpu_ids", "batch_size"})
     _owns_model = True  # False for a view of another's model (reconfigured)
 

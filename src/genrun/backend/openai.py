@@ -1,4 +1,5 @@
-"""Any OpenAI-compatible chat-completions server, through the official SDK's AsyncOpenAI.
+"""Any OpenAI-compatible server, through the official SDK's AsyncOpenAI: chat completions,
+and for prompts as text (chat_template=false, mode=choice) the completions endpoint.
 
 One request per row; the engine keeps `concurrency` of them in flight and applies the retry
 policy, using classify() below. The SDK's own retries are off so only that policy applies.
@@ -13,11 +14,11 @@ import logging
 import os
 import time
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 from genrun import credentials
 from genrun.backend import structured
-from genrun.backend.base import Backend, Completion, Failure, Messages, check_extra
+from genrun.backend.base import Backend, Completion, Failure, Messages, Prompt, Scored, check_extra
 from genrun.backend.pacing import Pacer, Window
 from genrun.backend.sampling import check_sampling
 from genrun.errors import UserError, one_line
@@ -39,6 +40,7 @@ AUTH_STATUS = {401, 403}
 class OpenAIBackend(Backend):
     name = "openai"
     takes_batch_jobs = True
+    takes_text = True
     operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm",
                              "prices", "batch", "batch_poll_s"})
 
@@ -87,6 +89,7 @@ class OpenAIBackend(Backend):
         if send_chat_template_kwargs and chat_template_kwargs:
             self.body["chat_template_kwargs"] = chat_template_kwargs
         self.body.update(extra_body)
+        self.extra_body = dict(extra_body)  # what a log-likelihood request sends besides its own keys
         self.model_name = model_name
         self.base_url = base_url
         # Local servers accept any key; the SDK insists on one.
@@ -135,29 +138,71 @@ class OpenAIBackend(Backend):
                 samples += more
         return Completion.of_samples(samples[: self.params.get("n", 1)])
 
-    async def _request(self, messages: Messages, params: Mapping[str, Any]) -> list[Completion]:
-        """One request's choices, in order, as completions (the usage's tokens on the first)."""
-        import openai
-
+    async def _request(self, messages: Prompt, params: Mapping[str, Any]) -> list[Completion]:
+        """One request's choices, in order, as completions (the usage's tokens on the first).
+        Text goes to the completions endpoint, chat messages to chat completions."""
         # About 4 characters a token, plus the most the answers may take.
         estimate = len(json.dumps(messages)) // 4 + self.max_tokens * int(params.get("n", 1))
+        body = self.body or None
+        if isinstance(messages, str):
+            response = await self._send(estimate, lambda: self.client().completions.create(
+                model=self.model_name, prompt=messages, extra_body=body, **params))
+        else:
+            response = await self._send(estimate, lambda: self.client().chat.completions.create(
+                model=self.model_name, messages=messages, extra_body=body, **params))
+        samples = samples_of(response, text=isinstance(messages, str))  # first: another shape has no usage
+        await self._succeeded(response, estimate)
+        return samples
+
+    async def _send(self, estimate: int, send: Callable[[], Awaitable[Any]]) -> Any:
+        """One request in the concurrency window, paced, within the attempt's deadline."""
+        import openai
+
         async with self.window:
             await self.pacer.wait(estimate)
             try:
                 # The deadline of the whole attempt, body included: the client's own timeout is
                 # per read, so a server that trickles a byte a second would never time out.
                 async with asyncio.timeout(self.timeout):
-                    response = await self.client().chat.completions.create(
-                        model=self.model_name, messages=messages, extra_body=self.body or None, **params
-                    )
+                    return await send()
             except openai.RateLimitError as exc:
                 if _retry_after(exc.response.headers) is None:
                     self.window.overloaded()
                 raise
-        samples = samples_of(response)  # checked first: a body of another shape has no usage to read
+
+    async def _succeeded(self, response: Any, estimate: int) -> None:
         self.window.succeeded()
         await self.pacer.used(estimate, count(getattr(response.usage, "total_tokens", None)))
-        return samples
+
+    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
+        return [await self._loglikelihoods(context, continuations) for context, continuations in rows]
+
+    async def _loglikelihoods(self, context: str, continuations: list[str]) -> Completion:
+        """One request to the completions endpoint with the context alone and then context +
+        each continuation as prompts, echoed with their log-probabilities (echo, logprobs=1,
+        one token generated). The context's own token count cuts each whole prompt, as lm-eval
+        splits a pair: encoded whole, the context's tokens off its front, trailing spaces of
+        the context moved to the continuation. The server tokenizes, so no tokenizer is needed here."""
+        kept = context.rstrip()
+        if not kept:
+            return Completion(error="an empty context is conditioned on the model's BOS token, which backend=openai "
+                                    "cannot send; use backend=hf or vllm")
+        moved = context[len(kept):]
+        prompts = [kept, *(kept + moved + c for c in continuations)]
+        estimate = sum(map(len, prompts)) // 4 + len(prompts)
+        response = await self._send(estimate, lambda: self.client().completions.create(
+            model=self.model_name, prompt=prompts, max_tokens=1, temperature=0, logprobs=1, echo=True,
+            extra_body=self.extra_body or None))
+        echoed = prompt_logprobs_of(response, prompts, credentials.redact_url(self.base_url))
+        await self._succeeded(response, estimate)
+        context_tokens = len(echoed[0][0]) - 1  # less the one generated token
+        scored = []
+        for logprobs, tops in echoed[1:]:
+            span, top = logprobs[context_tokens:-1], tops[context_tokens:-1]
+            # greedy as lm-eval reads it: each token's log-probability is the best one offered
+            greedy = all(isinstance(t, dict) and t and lp >= max(t.values()) for lp, t in zip(span, top))
+            scored.append(Scored(float(sum(span)), len(span), greedy))
+        return Completion(loglikelihoods=scored, prompt_tokens=context_tokens)
 
     def request_body(self, messages: Messages, seed: int | None = None) -> dict[str, Any]:
         """The JSON body _request sends for a row: what a Batch input file holds (genrun.engine.batch_files)."""
@@ -200,6 +245,8 @@ class OpenAIBackend(Backend):
             return Failure(message, retryable=retryable, retry_after=_retry_after(exc.response.headers))
         if isinstance(exc, ServerSaidError):
             return Failure(self._redact(str(exc)), retryable=True)
+        if isinstance(exc, NoPromptLogprobs):
+            return Failure(self._redact(str(exc)), no_row_can_succeed=True)
         if isinstance(exc, ValueError):  # json.JSONDecodeError: a 200 whose body is not JSON
             return Failure(self._redact(f"the server's answer is not valid JSON ({exc})"), retryable=True)
         return Failure(self._redact(f"{type(exc).__name__}: {exc}"))
@@ -218,24 +265,28 @@ class OpenAIBackend(Backend):
             await client.close()
 
 
-def samples_of(response: Any) -> list[Completion]:
-    """A chat completion's choices, in order, as completions (the usage's tokens on the first).
-    A 200 of another shape (an HTML page, content that is not text) is a ServerSaidError,
-    never an answer: the SDK builds its models from the body without checking it."""
+def samples_of(response: Any, text: bool = False) -> list[Completion]:
+    """A chat completion's choices (text: a completion's), in order, as completions (the
+    usage's tokens on the first). A 200 of another shape (an HTML page, content that is not
+    text) is a ServerSaidError, never an answer: the SDK builds its models from the body
+    without checking it."""
     if not hasattr(response, "choices"):  # a body that is not JSON comes back as text
-        raise ServerSaidError(f"the server's 200 answer is not a chat completion: {one_line(response, 80)!r}")
+        kind = "completion" if text else "chat completion"
+        raise ServerSaidError(f"the server's 200 answer is not a {kind}: {one_line(response, 80)!r}")
     extras = getattr(response, "model_extra", None) or {}
     if extras.get("error"):  # a 200 that carries an error (some proxies and servers do this)
         raise ServerSaidError(f"the server answered 200 with an error: {_message_of(extras['error'])}")
     choices = response.choices
     if not choices:
         raise ServerSaidError("the server answered 200 with no choices")
+    if text:
+        return text_samples_of(response)
     if not isinstance(choices, list) or not all(hasattr(c, "message") and hasattr(c.message, "content")
                                                 for c in choices):
         raise ServerSaidError("the server's 200 answer is not a chat completion: its choices hold no messages")
     usage = response.usage
     samples = []
-    for position, choice in enumerate(sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)):
+    for position, choice in enumerate(ordered(choices)):
         message = choice.message
         if message.content is not None and not isinstance(message.content, str):
             raise ServerSaidError(f"the server's answer has content of type {type(message.content).__name__}, "
@@ -254,6 +305,56 @@ def samples_of(response: Any) -> list[Completion]:
             completion.error = f"the server's answer has no content (finish_reason={choice.finish_reason}{hint})"
         samples.append(completion)
     return samples
+
+
+def ordered(choices: list[Any]) -> list[Any]:
+    return sorted(choices, key=lambda c: c.index if isinstance(c.index, int) else 0)
+
+
+def text_samples_of(response: Any) -> list[Completion]:
+    """A completion's choices (the completions endpoint: each choice's `text`) as completions."""
+    choices = response.choices
+    if not isinstance(choices, list) or not all(hasattr(c, "text") for c in choices):
+        raise ServerSaidError("the server's 200 answer is not a completion: its choices hold no text")
+    usage = response.usage
+    samples = []
+    for position, choice in enumerate(ordered(choices)):
+        if not isinstance(choice.text, str):
+            raise ServerSaidError(f"the server's answer has text of type {type(choice.text).__name__}")
+        samples.append(Completion(
+            answer=choice.text, finish_reason=choice.finish_reason if isinstance(choice.finish_reason, str) else None,
+            prompt_tokens=count(getattr(usage, "prompt_tokens", None)),
+            completion_tokens=count(getattr(usage, "completion_tokens", None)) if position == 0 else 0))
+    return samples
+
+
+class NoPromptLogprobs(Exception):
+    """The server answered, but not with the prompt's log-probabilities: no row can be scored."""
+
+
+def prompt_logprobs_of(response: Any, prompts: list[str], where: str) -> list[tuple[list[float], list[Any]]]:
+    """Each prompt's echoed (token log-probabilities, top log-probabilities), the generated
+    token last, from a completion asked with echo and logprobs. A server that did not echo
+    the prompt's log-probabilities is NoPromptLogprobs, whatever it sent instead."""
+    choices = getattr(response, "choices", None)
+    if not isinstance(choices, list) or len(choices) != len(prompts):
+        raise ServerSaidError(f"the server's 200 answer holds {len(choices) if isinstance(choices, list) else 'no'} "
+                              f"choices for {len(prompts)} prompts")
+    echoed = []
+    for choice, prompt in zip(ordered(choices), prompts):
+        logprobs = getattr(choice, "logprobs", None)
+        values = getattr(logprobs, "token_logprobs", None)
+        tops = getattr(logprobs, "top_logprobs", None)
+        text = getattr(choice, "text", None)
+        # echoed: the answer repeats the prompt, and every prompt token but the first has a number
+        if (not isinstance(text, str) or not text.startswith(prompt) or not isinstance(values, list)
+                or len(values) < 2 or not all(isinstance(v, (int, float)) for v in values[1:])):
+            raise NoPromptLogprobs(
+                f"{where} did not return the prompt's log-probabilities (completions with echo=true and "
+                "logprobs=1): log-likelihood scoring on backend=openai needs a server that does, as vLLM's and "
+                "SGLang's do")
+        echoed.append((values, tops if isinstance(tops, list) and len(tops) == len(values) else [None] * len(values)))
+    return echoed
 
 
 def count(value: Any) -> int | None:

@@ -58,6 +58,7 @@ def import_vllm() -> Any:
 class VLLMBackend(Backend):
     name = "vllm"
     takes_text = True
+    takes_perplexity = True
     operational = frozenset({"gpu_ids", "gpu_memory_utilization"})
     batch_size = BATCH_ROWS
     _owns_engine = True  # False for a view of another's engine (reconfigured)

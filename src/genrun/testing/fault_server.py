@@ -43,6 +43,10 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if "prompt" in body:  # the completions endpoint: answered as a server without echo would
+                    with server.lock:
+                        server.bodies.append(body)
+                    return send(self, 200, text_completion(body))
                 content = body["messages"][-1]["content"]
                 if isinstance(content, list):  # multimodal: the text parts make the prompt
                     content = " ".join(p["text"] for p in content if p.get("type") == "text")
@@ -145,6 +149,16 @@ def completion(body: dict, *texts: str | None) -> dict:
                     for i, text in enumerate(texts)],
         "usage": {"prompt_tokens": 7, "completion_tokens": 3 * len(texts), "total_tokens": 7 + 3 * len(texts)},
     }
+
+
+def text_completion(body: dict) -> dict:
+    """A completions-endpoint answer for each prompt, ignoring echo and logprobs (as servers
+    that cannot return a prompt's log-probabilities do)."""
+    prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+    return {"id": "cmpl-2", "object": "text_completion", "created": 0, "model": body["model"],
+            "choices": [{"index": i, "text": " more", "logprobs": None, "finish_reason": "length"}
+                        for i in range(len(prompts))],
+            "usage": {"prompt_tokens": 7, "completion_tokens": len(prompts), "total_tokens": 7 + len(prompts)}}
 
 
 def trickle(handler: BaseHTTPRequestHandler, data: bytes, every_s: float = 1.0) -> None:
