@@ -361,3 +361,68 @@ def test_text_prompts_are_refused_for_batch_files_in_one_line(tmp_path: Path) ->
     assert result.returncode == 2 and "genrun's Batch files hold chat completions" in result.stderr
     assert "Traceback" not in result.stderr and not export.exists()
 
+
+def mmlu_rows(subjects: dict[str, int], prefix: str) -> list[dict]:
+    """cais/mmlu-shaped rows: question, subject, choices (4), answer (an index)."""
+    return [{"question": f" {prefix} {subject} question {i}? ", "subject": subject,
+             "choices": [f"{subject} {i} one", f"two {i}", f"three {i}", f"four {i}"], "answer": i % 4}
+            for subject, count in subjects.items() for i in range(count)]
+
+
+def lm_eval_mmlu_text(row: dict) -> str:
+    """lm-eval's mmlu doc_to_text, written out."""
+    letters = "\n".join(f"{'ABCD'[i]}. {c}" for i, c in enumerate(row["choices"]))
+    return f"{row['question'].strip()}\n{letters}\nAnswer:"
+
+
+def test_mmlu_is_lm_evals_prompt_with_each_subjects_first_dev_examples(tmp_path: Path, tiny_model: str) -> None:
+    import transformers
+
+    test = mmlu_rows({"college_physics": 2, "world_religions": 2}, "Test")
+    dev = mmlu_rows({"world_religions": 3, "college_physics": 3}, "Dev")
+    test.append(dict(dev[4]))  # a test row that is also a dev example: it must not be shown itself
+    out = tmp_path / "run"
+    result = run_cli("task=mmlu", f"dataset.path={write_jsonl(tmp_path / 'test.jsonl', test)}", "dataset.name=null",
+                     "dataset.split=train", f"dataset.fewshot.path={write_jsonl(tmp_path / 'dev.jsonl', dev)}",
+                     "dataset.fewshot.k=2", "record_messages=true", "backend=hf",
+                     f"backend.model_name_or_path={tiny_model}", "backend.dtype=float32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    records = sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])
+    for row, record in zip(test, records):
+        shown = [d for d in dev if d["subject"] == row["subject"] and d["question"] != row["question"]][:2]
+        subject = row["subject"].replace("_", " ")
+        # lm-eval: description + examples (text, " ", the right letter) + the row's text, joined by "\n\n"
+        expected = "\n\n".join([f"The following are multiple choice questions (with answers) about {subject}.",
+                                *(f"{lm_eval_mmlu_text(d)} {'ABCD'[d['answer']]}" for d in shown),
+                                lm_eval_mmlu_text(row)])
+        assert record["messages_sent"] == expected
+        assert record["fewshot_ids"] == [dev.index(d) for d in shown]  # per subject: each record says which
+        assert record["choices"] == ["A", "B", "C", "D"] and record["reference"] == row["answer"]
+        direct = [direct_loglikelihood(model, tokenizer, expected, " " + c)[0] for c in "ABCD"]
+        assert max(abs(s["logprob"] - d) for s, d in zip(record["loglikelihoods"], direct)) < 1e-4
+    assert set(json.loads((out / "metrics.json").read_text())["scores"]) == {"acc"}
+    shots = json.loads((out / "run.json").read_text())["dataset"]["fewshot"]
+    assert shots["sampler"] == "first_n" and shots["ids"] == {"world_religions": [0, 1], "college_physics": [3, 4]}
+
+
+def test_random_few_shot_draws_per_row_by_its_id_whatever_the_batch(tmp_path: Path, tiny_model: str) -> None:
+    rows = [{"id": f"q{i}", "question": f"Question {i}?", "choices": {"text": ["yes", "no"], "label": ["A", "B"]},
+             "answerKey": "AB"[i % 2]} for i in range(6)]
+    train = [{**r, "id": f"t{i}", "question": f"Train {i}?"} for i, r in enumerate(rows * 2)]
+    data, shots = write_jsonl(tmp_path / "arc.jsonl", rows), write_jsonl(tmp_path / "train.jsonl", train)
+    seen = []
+    for name, batch in (("a", 1), ("b", 4)):
+        result = run_cli(*arc_args(data, tiny_model, tmp_path / name, "backend=hf", f"backend.batch_size={batch}",
+                                   "dataset.fewshot.k=3", f"dataset.fewshot.path={shots}", "record_messages=true"))
+        assert result.returncode == 0, result.stderr[-3000:]
+        seen.append({r["id"]: r for r in read_jsonl(tmp_path / name / "answers.jsonl")})
+    first, second = seen
+    assert {i: r["fewshot_ids"] for i, r in first.items()} == {i: r["fewshot_ids"] for i, r in second.items()}
+    assert len({tuple(r["fewshot_ids"]) for r in first.values()}) > 1  # drawn per row, not once
+    record = first["q0"]
+    picked = [next(t for t in train if t["id"] == i) for i in record["fewshot_ids"]]
+    # an arc example's answer is the text of its right choice, as lm-eval shows it
+    assert record["messages_sent"].startswith(
+        f"Question: {picked[0]['question']}\nAnswer: {'yes' if picked[0]['answerKey'] == 'A' else 'no'}\n\n")

@@ -34,7 +34,8 @@ def test_every_group_is_tested() -> None:
 # What an option needs besides itself to compose into settings (a dataset path, or a model
 # folder instead of the demo model's download).
 NEEDS = {("experiment", "demo"): ["backend.model_name_or_path=/models/any"]}
-MODE_OF = {("task", "arc_easy"): "choice"}  # the presets that set a mode of their own
+# the presets that set a mode of their own
+MODE_OF = {("task", name): "choice" for name in ("arc_easy", "arc_challenge", "mmlu", "piqa")}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

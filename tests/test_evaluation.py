@@ -52,7 +52,7 @@ def test_mmlu_preset_scores_exactly_the_share_of_b_answers(tmp_path: Path) -> No
     data = write_parquet(tmp_path / "test.parquet", rows)
     out = tmp_path / "run"
     with FaultServer(work_s=0, reply="I think the answer is (B).") as server:
-        result = run_cli(*server_args(server, out, "task=mmlu", f"dataset.path={data}", "dataset.name=null"))
+        result = run_cli(*server_args(server, out, "task=mmlu_generative", f"dataset.path={data}", "dataset.name=null"))
         prompts = [b["messages"][-1]["content"] for b in server.bodies]
     assert result.returncode == 0, result.stderr
     share_b = sum(r["answer"] == 1 for r in rows) / len(rows)
@@ -129,7 +129,7 @@ def test_fewshot_examples_come_from_another_file_with_a_fixed_seed(tmp_path: Pat
     runs = []
     for name in ("a", "b"):
         with FaultServer(work_s=0, reply="(B)") as server:
-            result = run_cli(*server_args(server, tmp_path / name, "task=mmlu", f"dataset.path={data}",
+            result = run_cli(*server_args(server, tmp_path / name, "task=mmlu_generative", f"dataset.path={data}",
                                           "dataset.name=null", "dataset.fewshot.k=3", f"dataset.fewshot.path={dev}"))
             assert result.returncode == 0, result.stderr
             runs.append((json.loads((tmp_path / name / "run.json").read_text())["dataset"]["fewshot"],
@@ -150,7 +150,7 @@ def test_arc_and_open_qa_presets_on_local_files(tmp_path: Path) -> None:
     nq = write_parquet(tmp_path / "nq.parquet", [{"question": "who wrote hamlet", "answer": ["Shakespeare", "W. S."]},
                                                  {"question": "capital of peru", "answer": ["Lima"]}])
     with FaultServer(work_s=0, reply="The answer is B.") as server:
-        result = run_cli(*server_args(server, tmp_path / "arc", "task=arc_challenge", f"dataset.path={arc}",
+        result = run_cli(*server_args(server, tmp_path / "arc", "task=arc_challenge_generative", f"dataset.path={arc}",
                                       "dataset.name=null"))
     assert result.returncode == 0, result.stderr
     records = sorted(read_jsonl(tmp_path / "arc" / "answers.jsonl"), key=lambda r: r["index"])

@@ -460,7 +460,7 @@ def test_presets_use_the_id_column_and_records_can_keep_the_whole_conversation(t
     test = write_jsonl(tmp_path / "test.jsonl", rows)
     dev = write_jsonl(tmp_path / "dev.jsonl", [{**r, "id": f"dev{i}"} for i, r in enumerate(rows)])
     with FaultServer(work_s=0) as server:
-        result = run_cli("task=mmlu", f"dataset.path={test}", "dataset.name=null", "dataset.split=train",
+        result = run_cli("task=mmlu_generative", f"dataset.path={test}", "dataset.name=null", "dataset.split=train",
                          f"dataset.fewshot.path={dev}", "dataset.fewshot.k=2", "record_messages=true",
                          *openai_args(server, test, tmp_path / "run")[:-2], f"hydra.run.dir={tmp_path / 'run'}")
     assert result.returncode == 0, result.stderr[-2000:]

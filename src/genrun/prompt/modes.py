@@ -4,7 +4,7 @@ API all read it, so a mode is added here once (and its name in settings.schema.M
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from genrun.errors import RowError, UserError
@@ -29,7 +29,11 @@ class PromptSettings:
     base_dir: str | None = None  # relative image paths resolve against it (the dataset's folder)
     template: Render | None = None  # dataset.template, compiled: the prompt (multiturn: the last user turn)
     reference_template: Render | None = None  # dataset.reference_template, compiled
-    fewshot: Messages = field(default_factory=list)  # example turns shown before every row
+    system_template: Render | None = None  # dataset.system_template, compiled: the system prompt
+    choice_templates: tuple[Render, ...] = ()  # dataset.choice_templates, compiled: the choices
+    # dataset.fewshot: (row, its id, its prompt) -> the example turns shown before it, and their ids
+    fewshot: Callable[[Mapping[str, Any], Any, Any], tuple[Messages, list[Any]]] | None = None
+    fewshot_ids_per_row: bool = False  # the examples differ by row: each record keeps theirs
     images: ImagePolicy = ImagePolicy()  # which images a row may name (genrun-serve over HTTP restricts it)
     record_messages: bool = False  # the record keeps the whole conversation sent (`messages_sent`)
     as_text: bool = False  # the prompt goes as text, no chat template (chat_template=false; mode=choice)
@@ -40,6 +44,18 @@ class PromptSettings:
 def row_prompt(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
     """The row's prompt: the template rendered over its columns, or its prompt column."""
     return s.template(row) if s.template is not None else row[fields.prompt]
+
+
+def row_system(row: Mapping[str, Any], s: PromptSettings) -> str:
+    """The row's system prompt: the system template rendered over its columns, or system_prompt."""
+    return s.system_template(row) if s.system_template is not None else s.system_prompt
+
+
+def row_choices(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> list[str]:
+    """mode=choice: the row's choices, from the choice templates or the choices column."""
+    if s.choice_templates:
+        return [render(row) for render in s.choice_templates]
+    return text.choice_texts(text.column(row, str(fields.choices)), str(fields.choices))
 
 
 def row_reference(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
@@ -68,14 +84,14 @@ class Mode:
 
 def _generate(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
     kept["prompt"] = row_prompt(row, fields, s)
-    return prompt_messages(kept["prompt"], s.system_prompt)
+    return prompt_messages(kept["prompt"], row_system(row, s))
 
 
 def _multimodal(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
     kept["prompt"] = row_prompt(row, fields, s)
     images = image_list(row[fields.images])
     kept["images"] = [describe_image(i) for i in images if i is not None]
-    return multimodal_messages(kept["prompt"], images, s.system_prompt, s.image_tag, s.base_dir, s.images)
+    return multimodal_messages(kept["prompt"], images, row_system(row, s), s.image_tag, s.base_dir, s.images)
 
 
 def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
@@ -89,16 +105,16 @@ def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, 
         turns = [*turns[:last], {**turns[last], "content": s.template({**row, "turn": turns[last].get("content")})},
                  *turns[last + 1:]]
     kept["messages"] = turns
-    return conversation_messages(turns, s.system_prompt)
+    return conversation_messages(turns, row_system(row, s))
 
 
 def _choice(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
     """The context is the prompt; the choices are kept, and the reference becomes the right one's index."""
     kept["prompt"] = row_prompt(row, fields, s)
-    kept["choices"] = text.choice_texts(text.column(row, str(fields.choices)), str(fields.choices))
+    kept["choices"] = row_choices(row, fields, s)
     if kept.get("reference") is not None:
         kept["reference"] = text.gold_index(kept["reference"], kept["choices"])
-    return prompt_messages(kept["prompt"], s.system_prompt)
+    return prompt_messages(kept["prompt"], row_system(row, s))
 
 
 def _perplexity(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
@@ -106,14 +122,14 @@ def _perplexity(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings,
     kept["prompt"] = row_prompt(row, fields, s)
     if not isinstance(kept["prompt"], str):
         raise RowError(f"mode=perplexity scores text; the prompt is {type(kept['prompt']).__name__}")
-    return prompt_messages(kept["prompt"], s.system_prompt)
+    return prompt_messages(kept["prompt"], row_system(row, s))
 
 
 MODES = {
     "generate": Mode(("prompt",), _generate),
     "multimodal": Mode(("prompt", "images"), _multimodal),
     "multiturn": Mode(("messages",), _multiturn),
-    "choice": Mode(("prompt", "choices"), _choice),
+    "choice": Mode(("prompt",), _choice),  # and dataset.fields.choices, or dataset.choice_templates
     "perplexity": Mode(("prompt",), _perplexity),
 }
 assert tuple(MODES) == MODE_NAMES, "a mode is named in settings.schema.MODES and built here"
@@ -161,9 +177,15 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
             messages = build(row, fields, settings, meta)
         except RowError as exc:
             return Request(index, None, error=f"{label} {index}: {exc}", meta=meta)
-        if settings.fewshot:  # after the system prompt, before the row's own turns
+        if settings.fewshot is not None:  # after the system prompt, before the row's own turns
+            try:
+                examples, example_ids = settings.fewshot(row, meta["id"], meta.get("prompt"))
+            except RowError as exc:
+                return Request(index, None, error=f"{label} {index}: {exc}", meta=meta)
+            if settings.fewshot_ids_per_row:
+                meta["fewshot_ids"] = example_ids
             head = 1 if messages[0]["role"] == "system" else 0
-            messages = [*messages[:head], *settings.fewshot, *messages[head:]]
+            messages = [*messages[:head], *examples, *messages[head:]]
         prompt: Messages | str = messages
         if settings.as_text:
             try:

@@ -158,6 +158,11 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = {k: v for k, v in value.items() if k not in operational.get(key, ())}
         subset[key] = value
+    shots = (subset.get("dataset") or {}).get("fewshot")
+    if isinstance(shots, dict) and shots.get("sampler", "fixed") == "fixed" and not shots.get("per_group"):
+        # the defaults of keys added later: a run made before them still resumes
+        subset["dataset"] = {**subset["dataset"], "fewshot": {k: v for k, v in shots.items()
+                                                              if k not in ("sampler", "per_group")}}
     if not plain.get("chat_template", True) or plain.get("mode") in LOGLIKELIHOOD_MODES:  # (so older runs still resume)
         subset["text_prompt"] = {k: plain.get(k) for k in ("fewshot_delimiter", "target_delimiter")}
     return subset

@@ -54,6 +54,8 @@ class FewshotConfig:
     split: Optional[str] = None  # another split of dataset.path (a hub dataset)
     path: Optional[str] = None  # or another file
     seed: int = 1234
+    sampler: str = "fixed"  # fixed (one draw for every row), first_n, random (a draw per row)
+    per_group: Optional[str] = None  # a column: a row's examples share its value (MMLU's subject)
 
 
 @dataclass
@@ -68,6 +70,10 @@ class DatasetConfig:
     fields: FieldsConfig = field(default_factory=FieldsConfig)
     template: Optional[str] = None  # Jinja2 over the row's columns: builds the prompt
     reference_template: Optional[str] = None  # Jinja2 for the reference, instead of fields.reference
+    # Jinja2 for a system prompt per row, instead of system_prompt (lm-eval's `description`)
+    system_template: Optional[str] = None
+    # mode=choice: one Jinja2 template per choice, instead of fields.choices (MMLU's letters)
+    choice_templates: Optional[List[str]] = None
     fewshot: FewshotConfig = field(default_factory=FewshotConfig)
 
 
