@@ -96,6 +96,12 @@ class Backend:
     # A backend that scores whole texts in windows of the model's length (mode=perplexity): one that has its tokenizer.
     takes_perplexity: ClassVar[bool] = False
 
+    @property
+    def scoring_rows(self) -> int:
+        """Rows per loglikelihood_batch call (mode=choice and perplexity): batch_size, unless
+        the backend does better with more to sort by length at once."""
+        return self.batch_size
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.__module__ == f"genrun.backend.{cls.name}":

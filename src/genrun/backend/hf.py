@@ -246,6 +246,13 @@ class HFBackend(Backend):
         return loglikelihood.per_row(self._scores([w for row in windows for w in row]), [len(w) for w in windows],
                                      [len(tokens) for tokens in encoded], summed=True)
 
+    @property
+    def scoring_rows(self) -> int:
+        # Scoring pairs are sorted by length within a call, then run batch_size at a time: a
+        # call of 8 rows sorts only their few dozen pairs, and pads more (measured: rows in
+        # calls of 64 scored in half the time of calls of 8).
+        return self.configured_batch_size * 16
+
     def _max_length(self) -> int:
         return int(self.max_length or getattr(self.model.config, "max_position_embeddings", None)
                    or self.tokenizer.model_max_length)

@@ -87,8 +87,14 @@ class Scheduler:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _next_batch(self, source: Iterator[Request]) -> list[Request]:
-        """Up to batch_size sendable requests (source: from sendable())."""
-        return list(itertools.islice(source, self.backend.batch_size))
+        """Up to batch_size sendable requests (source: from sendable()); rows whose
+        log-likelihoods are scored go scoring_rows at a time."""
+        first = next(source, None)
+        if first is None:
+            return []
+        scored = first.rolling or first.continuations is not None
+        size = self.backend.scoring_rows if scored else self.backend.batch_size
+        return [first, *itertools.islice(source, size - 1)]
 
     async def _answer(self, batch: list[Request]) -> None:
         started = time.perf_counter()
