@@ -426,3 +426,60 @@ def test_random_few_shot_draws_per_row_by_its_id_whatever_the_batch(tmp_path: Pa
     # an arc example's answer is the text of its right choice, as lm-eval shows it
     assert record["messages_sent"].startswith(
         f"Question: {picked[0]['question']}\nAnswer: {'yes' if picked[0]['answerKey'] == 'A' else 'no'}\n\n")
+
+
+def test_lambada_scores_the_last_word_greedy_acc_and_perplexity_as_lm_eval(tmp_path: Path, tiny_model: str) -> None:
+    import math
+
+    import torch
+    import transformers
+
+    rows = [{"text": "the cat sat on the mat"}, {"text": "one two three four"}, {"text": "a a a a a a a a"}]
+    out = tmp_path / "run"
+    result = run_cli("task=lambada_openai", f"dataset.path={write_jsonl(tmp_path / 'l.jsonl', rows)}",
+                     "dataset.name=null", "dataset.split=train", "backend=hf",
+                     f"backend.model_name_or_path={tiny_model}", "backend.dtype=float32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    records = sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])
+    loglikelihoods, greedy = [], []
+    for row, record in zip(rows, records):
+        context, word = row["text"].rsplit(" ", 1)
+        assert record["prompt"] == context and record["choices"] == [word]  # lm-eval: (context, " " + word)
+        expected, _ = direct_loglikelihood(model, tokenizer, context, " " + word)
+        assert record["loglikelihoods"][0]["logprob"] == pytest.approx(expected, abs=1e-4)
+        whole, start = tokenizer.encode(row["text"]), len(tokenizer.encode(context))
+        with torch.no_grad():
+            best = model(torch.tensor([whole])).logits[0].argmax(dim=-1)
+        greedy.append(float(all(int(best[p - 1]) == whole[p] for p in range(start, len(whole)))))
+        loglikelihoods.append(expected)
+        assert record["scores"] == {"acc": greedy[-1]}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scores"]["acc"] == pytest.approx(sum(greedy) / 3, abs=1e-4)
+    assert metrics["scores"]["perplexity"] == pytest.approx(math.exp(-sum(loglikelihoods) / 3), rel=1e-4)
+
+
+def lm_eval_hellaswag_preprocess(text: str) -> str:
+    """lm-eval's hellaswag utils.preprocess, written out."""
+    text = text.strip().replace(" [title]", ". ")
+    return re.sub("\\[.*?\\]", "", text).replace("  ", " ")
+
+
+def test_hellaswag_preprocesses_context_and_endings_as_lm_eval(tmp_path: Path, tiny_model: str) -> None:
+    rows = [{"ind": 4, "activity_label": "Home and Garden [title]", "ctx_a": "How to clean [header] a sink",
+             "ctx_b": "THE sink is dirty.", "endings": ["[step] Use soap.", " Pour  water [title] then", "Sleep.",
+                                                   "Run [substeps] away."], "label": "1"},
+             {"ind": 5, "activity_label": "Sports", "ctx_a": "A man runs.", "ctx_b": "he jumps",
+              "endings": ["high.", "low.", "away.", "home."], "label": "3"}]
+    out = tmp_path / "run"
+    result = run_cli("task=hellaswag", f"dataset.path={write_jsonl(tmp_path / 'h.jsonl', rows)}", "dataset.name=null",
+                     "dataset.split=train", "backend=hf", f"backend.model_name_or_path={tiny_model}",
+                     "backend.dtype=float32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])
+    for row, record in zip(rows, records):
+        context = row["ctx_a"] + " " + row["ctx_b"].capitalize()
+        assert record["prompt"] == lm_eval_hellaswag_preprocess(row["activity_label"] + ": " + context)
+        assert record["choices"] == [lm_eval_hellaswag_preprocess(e) for e in row["endings"]]
+        assert record["reference"] == int(row["label"]) and set(record["scores"]) == {"acc", "acc_norm"}

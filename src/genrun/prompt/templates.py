@@ -27,6 +27,29 @@ def letter(index: Any) -> str:
     return LETTERS[index]
 
 
+REGEX_TIMEOUT_S = 1.0  # a row's text against a config's pattern, per filter call
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(pattern: str) -> Any:
+    import regex
+
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise RowError(f"regex_replace: {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def regex_replace(value: Any, pattern: str, replacement: str = "") -> str:
+    """The filter `regex_replace(pattern, replacement)`: every match replaced, as Python's
+    re.sub (lm-eval's preprocessing of HellaSwag and wikitext), on the `regex` engine with a
+    time limit, so a pattern that backtracks on some row fails that row, not the run."""
+    try:
+        return _compiled(str(pattern)).sub(str(replacement), str(value), timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise RowError(f"regex_replace({pattern!r}) ran over {REGEX_TIMEOUT_S:g}s on this row") from None
+
+
 def lettered(choices: Sequence[Any], separator: str = "\n") -> str:
     """["Paris", "Rome"] -> "A. Paris\\nB. Rome" (a list of choices, as MMLU-style prompts show them)."""
     return separator.join(f"{letter(i)}. {choice}" for i, choice in enumerate(choices))
@@ -146,7 +169,7 @@ def environment() -> Any:
     # optimized=False: no constant folding, so filters on constants run under the render's limits too
     env = LimitedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False, autoescape=False,
                              optimized=False)
-    env.filters.update(letter=letter, letters=lettered)
+    env.filters.update(letter=letter, letters=lettered, regex_replace=regex_replace)
     # Filters are called directly by the compiled template: each is wrapped to check its
     # arguments (center(10**9), indent(10**9), format("%099999999d")).
     env.filters = {name: size_checked(f) for name, f in env.filters.items()}

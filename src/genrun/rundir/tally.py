@@ -17,7 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from genrun.scoring.metrics import PERPLEXITY_METRICS, from_loglikelihood_per_unit
+from genrun.scoring.metrics import RATIO_METRICS, from_loglikelihood_per_unit
 from genrun.scoring.stats import BOOTSTRAP_ROWS, Z95, ci95, ratio_ci95, wilson
 
 COUNTS = ("rows", "answered", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt", "paid_completion",
@@ -81,7 +81,7 @@ class Tally:
         self.have_tokens = False
         self.first_error: str | None = None
         # the metrics first, in order
-        self.scores: dict[str, Score | Ratio] = {name: Ratio(name) if name in PERPLEXITY_METRICS else Score()
+        self.scores: dict[str, Score | Ratio] = {name: Ratio(name) if name in RATIO_METRICS else Score()
                                                  for name in self.metrics}
 
     def add(self, record: dict[str, Any]) -> None:
@@ -106,15 +106,15 @@ class Tally:
             counts["scored"] += 1
             counts["unclosed"] += bool(scores.get("unclosed_thinking"))
             for name, value in scores.items():
-                if name in PERPLEXITY_METRICS:  # a row's own; the corpus's is summed below
+                if name in RATIO_METRICS:  # a row's own; the corpus's is summed below
                     continue
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     self.scores.setdefault(name, Score()).add(float(value))
-        text = record.get("perplexity")
-        if isinstance(text, dict) and all(isinstance(text.get(k), (int, float)) for k in ("logprob", "words", "bytes")):
-            for name, unit in PERPLEXITY_METRICS.items():
-                if isinstance(self.scores.get(name), Ratio):
-                    self.scores[name].add(float(text["logprob"]), float(text[unit]))  # type: ignore[call-arg]
+        parts = record.get("perplexity")
+        if isinstance(parts, dict) and isinstance(parts.get("logprob"), (int, float)):
+            for name, unit in RATIO_METRICS.items():
+                if isinstance(self.scores.get(name), Ratio) and isinstance(parts.get(unit), (int, float)):
+                    self.scores[name].add(float(parts["logprob"]), float(parts[unit]))  # type: ignore[call-arg]
 
     def result(self, prices: dict[str, float] | None = None) -> dict[str, Any]:
         """metrics.json's totals: rows, answers, failures, tokens, cost, and every score's mean

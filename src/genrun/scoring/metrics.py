@@ -91,7 +91,9 @@ def same(extracted: str, reference: str) -> float:
 
 # mode=choice, as lm-evaluation-harness scores multiple choice: the choice with the highest
 # log-likelihood (acc), per character of the choice's text (acc_norm), per UTF-8 byte (acc_bytes).
-CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes")
+# With one continuation (lm-eval's loglikelihood tasks, lambada), acc is whether it is the
+# model's greedy continuation; perplexity is exp(-mean) of the right continuations' log-likelihoods.
+CHOICE_METRICS = ("acc", "acc_norm", "acc_bytes", "perplexity")
 CHOICE_DEFAULT = ["acc", "acc_norm"]
 
 
@@ -101,6 +103,8 @@ CHOICE_DEFAULT = ["acc", "acc_norm"]
 PERPLEXITY_METRICS: dict[str, str] = {"word_perplexity": "words", "byte_perplexity": "bytes",
                                       "bits_per_byte": "bytes"}
 PERPLEXITY_DEFAULT = list(PERPLEXITY_METRICS)
+# Every metric that is a ratio of sums over the rows (a record's `perplexity` holds its parts), by its unit.
+RATIO_METRICS: dict[str, str] = {**PERPLEXITY_METRICS, "perplexity": "rows"}
 
 
 def from_loglikelihood_per_unit(metric: str, r: float) -> float:

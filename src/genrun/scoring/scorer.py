@@ -139,11 +139,16 @@ def score_record(record: dict[str, Any], scorer: Scorer) -> None:
 def _score_choices(record: dict[str, Any], scorer: Scorer) -> None:
     """mode=choice: the answer is the choice of highest log-likelihood; each metric scores 1
     when its pick is the reference's index."""
-    choices = record["choices"]
-    picks = choice_picks([s["logprob"] for s in record["loglikelihoods"]], choices)
+    choices, scored = record["choices"], record["loglikelihoods"]
+    picks = choice_picks([s["logprob"] for s in scored], choices)
     record["answer"] = choices[picks["acc"]]
-    if record.get("reference") is not None:
-        record["scores"] = {m: float(picks[m] == record["reference"]) for m in scorer.metrics if m in picks}
+    gold = record.get("reference")
+    if gold is not None:
+        record["scores"] = {m: float(picks[m] == gold) for m in scorer.metrics if m in picks}
+        if len(choices) == 1 and "acc" in record["scores"]:  # one continuation: lm-eval's is_greedy
+            record["scores"]["acc"] = float(bool(scored[0]["greedy"]))
+        if "perplexity" in scorer.metrics:  # summed over the rows in metrics.json
+            record["perplexity"] = {"logprob": float(scored[gold]["logprob"]), "rows": 1}
 
 
 def _score_text(record: dict[str, Any], scorer: Scorer) -> None:
