@@ -483,3 +483,45 @@ def test_hellaswag_preprocesses_context_and_endings_as_lm_eval(tmp_path: Path, t
         assert record["prompt"] == lm_eval_hellaswag_preprocess(row["activity_label"] + ": " + context)
         assert record["choices"] == [lm_eval_hellaswag_preprocess(e) for e in row["endings"]]
         assert record["reference"] == int(row["label"]) and set(record["scores"]) == {"acc", "acc_norm"}
+
+
+def lm_eval_wikitext_detokenizer(string: str) -> str:
+    """lm-eval's wikitext_detokenizer (preprocess_wikitext.py), written out."""
+    for old, new in [("s '", "s'")]:
+        string = string.replace(old, new)
+    string = re.sub(r"/' [0-9]/", r"/'[0-9]/", string)
+    for old, new in [(" @-@ ", "-"), (" @,@ ", ","), (" @.@ ", "."), (" : ", ": "), (" ; ", "; "), (" . ", ". "),
+                     (" ! ", "! "), (" ? ", "? "), (" , ", ", ")]:
+        string = string.replace(old, new)
+    for pattern, replacement in [(r"\(\s*([^\)]*?)\s*\)", r"(\1)"), (r"\[\s*([^\]]*?)\s*\]", r"[\1]"),
+                                 (r"{\s*([^}]*?)\s*}", r"{\1}"), (r"\"\s*([^\"]*?)\s*\"", r'"\1"'),
+                                 (r"'\s*([^']*?)\s*'", r"'\1'")]:
+        string = re.sub(pattern, replacement, string)
+    for old, new in [("= = = =", "===="), ("= = =", "==="), ("= =", "=="), (" ° ", "°"), (" \n", "\n"),
+                     ("\n ", "\n"), (" N ", " 1 "), (" 's", "'s")]:
+        string = string.replace(old, new)
+    return string
+
+
+def test_wikitext_detokenizes_as_lm_eval_and_counts_words_before_it(tmp_path: Path, tiny_model: str) -> None:
+    import math
+
+    pages = [{"page": " = Valkyria Chronicles III = \n Senjō no Valkyria 3 : Unrecorded Chronicles ( Japanese : "
+                      "戦場のヴァルキュリア3 , lit . Valkyria of the Battlefield 3 ) , is a role @-@ playing video game "
+                      "developed by Sega . It was 1 @,@ 000 @.@ 5 times the players ' hit , 30 ° north . \n"},
+             {"page": " = = Gameplay = = \n The game 's \" first \" [ part ] { x } ' quoted ' N times . \n"}]
+    out = tmp_path / "run"
+    result = run_cli("task=wikitext", f"dataset.path={write_jsonl(tmp_path / 'w.jsonl', pages)}", "dataset.name=null",
+                     "dataset.split=train", "backend=hf", f"backend.model_name_or_path={tiny_model}",
+                     "backend.dtype=float32", "+backend.max_length=32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])
+    for page, record in zip(pages, records):
+        assert record["prompt"] == lm_eval_wikitext_detokenizer(page["page"])
+        # the words and bytes of the page before detokenizing, as lm-eval's wikitext counts them
+        assert record["perplexity"]["words"] == len(re.split(r"\s+", page["page"]))
+        assert record["perplexity"]["bytes"] == len(page["page"].encode())
+    total = sum(r["perplexity"]["logprob"] for r in records)
+    words = sum(r["perplexity"]["words"] for r in records)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["scores"]["word_perplexity"] == pytest.approx(math.exp(-total / words), rel=1e-4)

@@ -35,8 +35,9 @@ def test_every_group_is_tested() -> None:
 # folder instead of the demo model's download).
 NEEDS = {("experiment", "demo"): ["backend.model_name_or_path=/models/any"]}
 # the presets that set a mode of their own
-MODE_OF = {("task", name): "choice" for name in ("arc_easy", "arc_challenge", "mmlu", "piqa",
-                                                           "lambada_openai", "hellaswag")}
+MODE_OF = {("task", "wikitext"): "perplexity",
+           **{("task", name): "choice"
+              for name in ("arc_easy", "arc_challenge", "mmlu", "piqa", "lambada_openai", "hellaswag")}}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

@@ -31,6 +31,7 @@ class PromptSettings:
     reference_template: Render | None = None  # dataset.reference_template, compiled
     system_template: Render | None = None  # dataset.system_template, compiled: the system prompt
     choice_templates: tuple[Render, ...] = ()  # dataset.choice_templates, compiled: the choices
+    units_template: Render | None = None  # dataset.units_template, compiled (mode=perplexity)
     # dataset.fewshot: (row, its id, its prompt) -> the example turns shown before it, and their ids
     fewshot: Callable[[Mapping[str, Any], Any, Any], tuple[Messages, list[Any]]] | None = None
     fewshot_ids_per_row: bool = False  # the examples differ by row: each record keeps theirs
@@ -122,6 +123,8 @@ def _perplexity(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings,
     kept["prompt"] = row_prompt(row, fields, s)
     if not isinstance(kept["prompt"], str):
         raise RowError(f"mode=perplexity scores text; the prompt is {type(kept['prompt']).__name__}")
+    if s.units_template is not None:  # the words and bytes are another text's (see scoring.metrics.text_units)
+        kept["units_text"] = s.units_template(row)
     return prompt_messages(kept["prompt"], row_system(row, s))
 
 

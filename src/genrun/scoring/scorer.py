@@ -156,7 +156,7 @@ def _score_text(record: dict[str, Any], scorer: Scorer) -> None:
     metrics.json sums over the corpus, and the row's own perplexities (`scores`)."""
     (scored,) = record["loglikelihoods"]
     logprob = float(scored["logprob"])
-    units = text_units(str(record["prompt"]))
+    units = text_units(str(record.get("units_text", record["prompt"])))
     record["perplexity"] = {"logprob": logprob, **units}
     record["scores"] = {m: from_loglikelihood_per_unit(m, logprob / max(units[PERPLEXITY_METRICS[m]], 1))
                         for m in scorer.metrics if m in PERPLEXITY_METRICS}
