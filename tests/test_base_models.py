@@ -1,6 +1,7 @@
-"""Base models: prompts as text (chat_template=false) and log-likelihood multiple choice
-(mode=choice), on the real tiny model through transformers and vLLM, each checked against
-a forward pass computed here with transformers alone."""
+"""Base models: prompts as text (chat_template=false), log-likelihood multiple choice
+(mode=choice) and perplexity, on the real tiny model through transformers and vLLM's own
+server, each checked against a forward pass computed here with transformers alone (the vllm
+backend's log-likelihoods: tests/test_vllm.py, on its shared engine)."""
 
 from __future__ import annotations
 
@@ -115,19 +116,6 @@ def test_choice_resumes_exactly_once_and_the_cache_answers_it_again(tmp_path: Pa
     for r in cached:
         assert [s["logprob"] for s in r["loglikelihoods"]] == pytest.approx(
             [s["logprob"] for s in before[r["id"]]], abs=1e-4)
-
-
-def test_choice_on_vllm_agrees_with_hf(tmp_path: Path, hf_run: Path, tiny_model: str) -> None:
-    out = tmp_path / "vllm"
-    result = run_cli(*arc_args(arc_file(tmp_path), tiny_model, out, "backend=vllm",
-                               "backend.gpu_memory_utilization=0.2", "backend.dtype=float32"), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    hf = read_jsonl(hf_run / "answers.jsonl")
-    vllm = read_jsonl(out / "answers.jsonl")
-    for a, b in zip(hf, vllm):
-        assert [s["tokens"] for s in a["loglikelihoods"]] == [s["tokens"] for s in b["loglikelihoods"]]
-        assert max(abs(x["logprob"] - y["logprob"]) for x, y in zip(a["loglikelihoods"], b["loglikelihoods"])) < 1e-3
-        assert a["scores"] == b["scores"]
 
 
 def test_text_prompts_join_few_shot_examples_as_lm_eval_does(tmp_path: Path, tiny_model: str) -> None:
@@ -280,17 +268,6 @@ def test_perplexity_resumes_exactly_once_and_the_cache_answers_it_again(tmp_path
     assert all(r.get("cached") for r in read_jsonl(tmp_path / "again" / "answers.jsonl"))
     check = subprocess.run([sys.executable, "-m", "genrun.commands.check", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-
-
-def test_perplexity_on_vllm_agrees_with_hf(tmp_path: Path, perplexity_run: Path, tiny_model: str) -> None:
-    out = tmp_path / "vllm"
-    result = run_cli(*perplexity_args(write_jsonl(tmp_path / "texts.jsonl", TEXTS), tiny_model, out, "backend=vllm",
-                                      "backend.gpu_memory_utilization=0.2", "+backend.enforce_eager=true",
-                                      f"+backend.max_model_len={PERPLEXITY_WINDOW + 2}"), timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    for a, b in zip(read_jsonl(perplexity_run / "answers.jsonl"), read_jsonl(out / "answers.jsonl")):
-        assert a["loglikelihoods"][0]["tokens"] == b["loglikelihoods"][0]["tokens"]
-        assert a["loglikelihoods"][0]["logprob"] == pytest.approx(b["loglikelihoods"][0]["logprob"], abs=2e-3)
 
 
 @pytest.mark.parametrize("more, message", [
