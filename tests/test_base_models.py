@@ -502,3 +502,30 @@ def test_wikitext_detokenizes_as_lm_eval_and_counts_words_before_it(tmp_path: Pa
     words = sum(r["perplexity"]["words"] for r in records)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["scores"]["word_perplexity"] == pytest.approx(math.exp(-total / words), rel=1e-4)
+
+
+def test_winogrande_scores_the_rest_of_the_sentence_after_each_options_context(tmp_path: Path,
+                                                                                 tiny_model: str) -> None:
+    import transformers
+
+    rows = [{"sentence": "The trophy does not fit in the suitcase because _ is too big.", "option1": "the trophy",
+             "option2": "the suitcase", "answer": "1"},
+            {"sentence": "Sam gave Bob a gift because _ was kind.", "option1": "Sam", "option2": "Bob", "answer": "2"}]
+    out = tmp_path / "run"
+    result = run_cli("task=winogrande", f"dataset.path={write_jsonl(tmp_path / 'w.jsonl', rows)}", "dataset.name=null",
+                     "dataset.split=train", "backend=hf", f"backend.model_name_or_path={tiny_model}",
+                     "backend.dtype=float32", f"hydra.run.dir={out}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    for row, record in zip(rows, sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])):
+        blank = row["sentence"].index("_")
+        # lm-eval: the contexts are the sentence to the blank with each option, the target the rest
+        contexts = [row["sentence"][:blank] + row[o] for o in ("option1", "option2")]
+        target = " " + row["sentence"][blank + 1:].strip()
+        assert record["contexts"] == contexts and record["choices"] == [row["option1"], row["option2"]]
+        expected = [direct_loglikelihood(model, tokenizer, c, target)[0] for c in contexts]
+        assert [s["logprob"] for s in record["loglikelihoods"]] == pytest.approx(expected, abs=1e-4)
+        best = max(range(2), key=lambda i: expected[i])
+        assert record["reference"] == int(row["answer"]) - 1
+        assert record["scores"] == {"acc": float(best == record["reference"])}

@@ -37,7 +37,8 @@ NEEDS = {("experiment", "demo"): ["backend.model_name_or_path=/models/any"]}
 # the presets that set a mode of their own
 MODE_OF = {("task", "wikitext"): "perplexity",
            **{("task", name): "choice"
-              for name in ("arc_easy", "arc_challenge", "mmlu", "piqa", "lambada_openai", "hellaswag")}}
+              for name in ("arc_easy", "arc_challenge", "mmlu", "piqa", "lambada_openai", "hellaswag",
+                           "winogrande")}}
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

@@ -112,6 +112,10 @@ class Scheduler:
         if batch[0].rolling:
             texts = [str(r.messages) for r in batch]
             return lambda: backend.loglikelihood_rolling_batch(texts)
+        if batch[0].contexts is not None:  # partial scoring: one (context, [continuation]) row per choice
+            pairs = [(context, list(r.continuations or [])) for r in batch for context in r.contexts or []]
+            sizes = [len(r.contexts or []) for r in batch]
+            return lambda: joined(backend.loglikelihood_batch(pairs), sizes)
         if batch[0].continuations is not None:
             rows = [(str(r.messages), list(r.continuations or [])) for r in batch]
             return lambda: backend.loglikelihood_batch(rows)
@@ -161,6 +165,19 @@ class Scheduler:
     def _retrying(self, change: int) -> None:
         self.retrying += change
         self.on_retrying(self.retrying)
+
+
+async def joined(scored: Awaitable[list[Completion]], sizes: list[int]) -> list[Completion]:
+    """Partial scoring: each choice was scored as a row of its own; a row is its choices'
+    log-likelihoods in order, or the first of their errors."""
+    completions, start = [], 0
+    flat = await scored
+    for size in sizes:
+        group, start = flat[start:start + size], start + size
+        failed = next((c for c in group if c.loglikelihoods is None), None)
+        completions.append(failed or Completion(loglikelihoods=[c.loglikelihoods[0] for c in group],  # type: ignore[index]
+                                                prompt_tokens=group[0].prompt_tokens if group else None))
+    return completions
 
 
 async def answer(backend: Backend, requests: Iterable[Request], on_answer: OnAnswer,

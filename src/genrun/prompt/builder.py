@@ -37,11 +37,17 @@ def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSett
     system = compile_template(dataset.system_template, "dataset.system_template") if dataset.system_template else None
     choices = tuple(compile_template(t, f"dataset.choice_templates[{i}]")
                     for i, t in enumerate(dataset.choice_templates or ()))
+    if dataset.context_templates and (prompt.mode != "choice" or dataset.fewshot.k or prompt.system_prompt
+                                      or dataset.system_template):
+        raise UserError("dataset.context_templates (partial scoring) take mode=choice without few-shot examples "
+                        "or a system prompt")
+    contexts = tuple(compile_template(t, f"dataset.context_templates[{i}]")
+                     for i, t in enumerate(dataset.context_templates or ()))
     if dataset.units_template and prompt.mode != "perplexity":
         raise UserError(f"dataset.units_template counts the words of mode=perplexity; this run is mode={prompt.mode}")
     units = compile_template(dataset.units_template, "dataset.units_template") if dataset.units_template else None
     return PromptSettings(prompt.system_prompt, prompt.image_tag, image_base_dir(str(dataset.path)), template,
-                          reference, system, choices, units, record_messages=prompt.record_messages,
+                          reference, system, choices, units, contexts, record_messages=prompt.record_messages,
                           as_text=prompt.as_text,
                           fewshot_delimiter=prompt.fewshot_delimiter, target_delimiter=prompt.target_delimiter)
 

@@ -32,6 +32,7 @@ class PromptSettings:
     system_template: Render | None = None  # dataset.system_template, compiled: the system prompt
     choice_templates: tuple[Render, ...] = ()  # dataset.choice_templates, compiled: the choices
     units_template: Render | None = None  # dataset.units_template, compiled (mode=perplexity)
+    context_templates: tuple[Render, ...] = ()  # dataset.context_templates, compiled (partial scoring)
     # dataset.fewshot: (row, its id, its prompt) -> the example turns shown before it, and their ids
     fewshot: Callable[[Mapping[str, Any], Any, Any], tuple[Messages, list[Any]]] | None = None
     fewshot_ids_per_row: bool = False  # the examples differ by row: each record keeps theirs
@@ -113,6 +114,11 @@ def _choice(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kep
     """The context is the prompt; the choices are kept, and the reference becomes the right one's index."""
     kept["prompt"] = row_prompt(row, fields, s)
     kept["choices"] = row_choices(row, fields, s)
+    if s.context_templates:  # partial scoring: the prompt is the continuation, after each choice's context
+        kept["contexts"] = [render(row) for render in s.context_templates]
+        if len(kept["contexts"]) != len(kept["choices"]):
+            raise RowError(f"dataset.context_templates give {len(kept['contexts'])} contexts for "
+                           f"{len(kept['choices'])} choices")
     if kept.get("reference") is not None:
         kept["reference"] = text.gold_index(kept["reference"], kept["choices"])
     return prompt_messages(kept["prompt"], row_system(row, s))
@@ -197,6 +203,9 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
                 return Request(index, None, error=f"{label} {index}: {exc}", meta=meta)
         if settings.record_messages:  # the whole conversation sent, few-shot turns and system prompt included
             meta["messages_sent"] = prompt
+        if mode == "choice" and "contexts" in meta:
+            return Request(index, meta["contexts"][0], meta=meta, contexts=meta["contexts"],
+                           continuations=[settings.target_delimiter + meta["prompt"]])
         if mode == "choice":
             return Request(index, prompt, meta=meta,
                            continuations=[settings.target_delimiter + c for c in meta["choices"]])

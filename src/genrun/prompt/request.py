@@ -18,4 +18,6 @@ class Request:
     seed: int | None = None  # the row's own sampling seed (+sampling.seed), passed to the backend
     # mode=choice: the texts whose log-likelihood after `messages` (the context, text) is scored
     continuations: list[str] | None = None
+    # mode=choice with dataset.context_templates: each choice's own context, scored with the one continuation
+    contexts: list[str] | None = None
     rolling: bool = False  # mode=perplexity: the log-likelihood of `messages` (text) itself, in rolling windows

@@ -74,6 +74,9 @@ class DatasetConfig:
     system_template: Optional[str] = None
     # mode=choice: one Jinja2 template per choice, instead of fields.choices (MMLU's letters)
     choice_templates: Optional[List[str]] = None
+    # mode=choice, partial scoring (winogrande): one Jinja2 context per choice; the prompt is then
+    # the continuation every context is scored with
+    context_templates: Optional[List[str]] = None
     # mode=perplexity: Jinja2 for the text whose words and bytes the log-likelihood is divided
     # by, when not the scored text itself (wikitext counts its page before detokenizing)
     units_template: Optional[str] = None
