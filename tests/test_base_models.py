@@ -529,3 +529,28 @@ def test_winogrande_scores_the_rest_of_the_sentence_after_each_options_context(t
         best = max(range(2), key=lambda i: expected[i])
         assert record["reference"] == int(row["answer"]) - 1
         assert record["scores"] == {"acc": float(best == record["reference"])}
+
+
+def test_choice_runs_sweep_in_shards_merge_and_compare_with_mcnemar(tmp_path: Path, hf_run: Path,
+                                                                    tiny_model: str) -> None:
+    from genrun.reports.merge import merge
+
+    sweep = tmp_path / "sweep"
+    result = run_cli(*arc_args(arc_file(tmp_path), tiny_model, tmp_path / "unused", "backend=hf",
+                               "backend.dtype=float32"), "-m", "dataset.num_shards=2", "dataset.shard_index=0,1",
+                     f"hydra.sweep.dir={sweep}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shards = sorted(p.parent for p in sweep.glob("*/answers.jsonl"))
+    assert len(shards) == 2 and (sweep / "summary.csv").exists()
+    merged = tmp_path / "merged.jsonl"
+    assert merge(shards, merged) == len(ARC_ROWS)
+    single = {r["id"]: r for r in read_jsonl(hf_run / "answers.jsonl")}
+    for record in read_jsonl(merged):  # the same rows and scores as the unsharded run
+        assert record["scores"] == single[record["id"]]["scores"]
+        assert [s["logprob"] for s in record["loglikelihoods"]] == pytest.approx(
+            [s["logprob"] for s in single[record["id"]]["loglikelihoods"]], abs=1e-4)
+    compared = subprocess.run([sys.executable, "-m", "genrun.commands.compare", str(hf_run), str(hf_run), "--json"],
+                              capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    same = json.loads(compared.stdout)
+    assert (same["diff"], same["p_value"], same["rows"]) == (0.0, 1.0, len(ARC_ROWS))  # McNemar on acc
