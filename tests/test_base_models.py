@@ -331,14 +331,6 @@ def test_a_server_without_prompt_log_probabilities_is_one_line(tmp_path: Path) -
     assert len(server.bodies) == 1 and server.bodies[0]["echo"] is True  # one request, not one per row
 
 
-def test_text_prompts_are_refused_for_batch_files_in_one_line(tmp_path: Path) -> None:
-    export = tmp_path / "requests.jsonl"
-    result = run_cli("backend=openai", "backend.model_name=m", "chat_template=false", "dataset=demo_qa",
-                     f"batch.export={export}", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode == 2 and "genrun's Batch files hold chat completions" in result.stderr
-    assert "Traceback" not in result.stderr and not export.exists()
-
-
 def mmlu_rows(subjects: dict[str, int], prefix: str) -> list[dict]:
     """cais/mmlu-shaped rows: question, subject, choices (4), answer (an index)."""
     return [{"question": f" {prefix} {subject} question {i}? ", "subject": subject,

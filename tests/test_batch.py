@@ -164,3 +164,24 @@ def test_a_row_that_cannot_be_built_is_recorded_as_online_not_left_unanswered(tm
     assert records[0]["answer"] == "answer to ok 0" and "question" in records[1]["error"]
     both = run_cli(*args, "batch.export=a.jsonl", "batch.results=b.jsonl")
     assert both.returncode == 2 and "give one of them" in both.stderr
+
+
+def test_text_prompts_go_to_the_completions_endpoint_in_a_batch_as_online(tmp_path: Path) -> None:
+    # chat_template=false: each line's url and body are the completions endpoint's, and the batch's too
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}", "ref": " more"} for i in range(4)])
+    out = tmp_path / "run"
+    with FaultServer(work_s=0) as upstream, BatchServer(upstream.url) as batches:
+        online = run_cli(*openai_args(upstream.url, data, tmp_path / "online", "chat_template=false"))
+        assert online.returncode == 0, online.stderr[-2000:]
+        sent = [b for b in upstream.bodies]
+        result = run_cli(*openai_args(batches.url, data, out, "chat_template=false", "backend.batch=true",
+                                      "backend.batch_poll_s=0.2"), timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert [b["endpoint"] for b in batches.batches.values()] == ["/v1/completions"]
+        batched = upstream.bodies[len(sent):]
+    assert sorted(b["prompt"] for b in batched) == sorted(b["prompt"] for b in sent) == [f"ok {i}" for i in range(4)]
+    assert batched[0] == next(b for b in sent if b["prompt"] == batched[0]["prompt"])  # the very online body
+    online_answers = {r["index"]: r["answer"] for r in read_jsonl(tmp_path / "online" / "answers.jsonl")}
+    assert {r["index"]: r["answer"] for r in read_jsonl(out / "answers.jsonl")} == online_answers == {
+        i: " more" for i in range(4)}
+    assert json.loads((out / "metrics.json").read_text())["scores"]["exact_match"] == 1.0

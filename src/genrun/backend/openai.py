@@ -212,17 +212,24 @@ class OpenAIBackend(Backend):
             scored.append(Scored(float(sum(span)), len(span), greedy))
         return Completion(loglikelihoods=scored, prompt_tokens=context_tokens)
 
-    def request_body(self, messages: Messages, seed: int | None = None) -> dict[str, Any]:
-        """The JSON body _request sends for a row: what a Batch input file holds (genrun.engine.batch_files)."""
+    def request_body(self, messages: Prompt, seed: int | None = None) -> dict[str, Any]:
+        """The JSON body _request sends for a row: what a Batch input file holds (genrun.engine.batch_files).
+        Text (chat_template=false) is a completions body."""
         params = self.params if seed is None else {**self.params, "seed": seed}
-        return {"model": self.model_name, "messages": messages, **params, **self.body}
+        key = "prompt" if isinstance(messages, str) else "messages"
+        return {"model": self.model_name, key: messages, **params, **self.body}
 
     def completion_of(self, body: Mapping[str, Any]) -> Completion:
-        """A row's outcome from a chat-completion body read from a file (a Batch output line)."""
+        """A row's outcome from a chat-completion (or, for text, a completion) body read from a
+        file (a Batch output line)."""
+        from openai.types import Completion as TextCompletion
         from openai.types.chat import ChatCompletion
 
         try:
-            samples = samples_of(ChatCompletion.model_validate(body))
+            if isinstance(body, Mapping) and body.get("object") == "text_completion":
+                samples = samples_of(TextCompletion.model_validate(body), text=True)
+            else:
+                samples = samples_of(ChatCompletion.model_validate(body))
         except (ServerSaidError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
             return Completion(error=one_line(str(exc), 300))
         wanted = self.params.get("n", 1)

@@ -25,6 +25,7 @@ from genrun.rundir.journal import now, write_json
 log = logging.getLogger(__name__)
 
 ENDPOINT = "/v1/chat/completions"
+TEXT_ENDPOINT = "/v1/completions"  # prompts as text (chat_template=false)
 ENDED = {"completed", "failed", "expired", "cancelled"}  # a batch's final statuses
 STATE = "batch.json"  # in the run directory: the submitted batch's id, so a restart picks it up
 
@@ -57,7 +58,7 @@ def export(path: Path, requests: Iterable[Request], request_body: Callable[[Requ
                     raise UserError(f"row id {custom_id!r} appears twice, and a Batch file needs unique ids: "
                                     "set dataset.fields.id to a column that is unique, or to null (row numbers)")
                 seen.add(custom_id)
-                out.write(json.dumps({"custom_id": custom_id, "method": "POST", "url": ENDPOINT,
+                out.write(json.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint_of(request),
                                       "body": request_body(request)}, ensure_ascii=False) + "\n")
                 count += 1
         os.replace(partial, path)
@@ -175,6 +176,10 @@ async def submit_and_collect(backend: Any, requests: Iterable[Request], out_dir:
                                 + "; the rows it answered are recorded, resuming submits the rest")
 
 
+def endpoint_of(request: Request) -> str:
+    return TEXT_ENDPOINT if isinstance(request.messages, str) else ENDPOINT
+
+
 async def submit(backend: Any, pending: Mapping[str, Request], out_dir: Path) -> dict[str, Any]:
     """Upload the rows left as a Batch input file and create the batch."""
     input_path = out_dir / "batch_input.jsonl"
@@ -182,7 +187,8 @@ async def submit(backend: Any, pending: Mapping[str, Request], out_dir: Path) ->
     client = backend.client()
     with open(input_path, "rb") as handle:
         uploaded = await api_call(backend, client.files.create(file=handle, purpose="batch"))
-    batch = await api_call(backend, client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT,
+    endpoint = endpoint_of(next(iter(pending.values()))) if pending else ENDPOINT  # a run's rows are all of one kind
+    batch = await api_call(backend, client.batches.create(input_file_id=uploaded.id, endpoint=endpoint,
                                                           completion_window="24h"))
     return {"id": batch.id, "input_file_id": uploaded.id, "requests": len(pending), "status": batch.status,
             "submitted_at": now()}

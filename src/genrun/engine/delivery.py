@@ -93,12 +93,9 @@ def choose(settings: Settings, out_dir: Path) -> Delivery:
     if settings.prompt.mode == "perplexity" and not getattr(backend, "takes_perplexity", False):
         raise UserError(f"mode=perplexity scores texts in windows of the model's length, which needs its tokenizer: "
                         f"backend={getattr(backend, 'name', '?')} cannot (use backend=hf or backend=vllm)")
-    if settings.prompt.as_text and (batch.export or batch.results or settings.backend.get("batch")):
-        if settings.prompt.mode in LOGLIKELIHOOD_MODES:
-            raise UserError(f"mode={settings.prompt.mode} scores log-likelihoods, which the Batch API does not "
-                            "return: remove batch.export, batch.results and backend.batch")
-        raise UserError("chat_template=false sends text to the completions endpoint, and genrun's Batch files hold "
-                        "chat completions: remove batch.export, batch.results and backend.batch")
+    if settings.prompt.mode in LOGLIKELIHOOD_MODES and (batch.export or batch.results or settings.backend.get("batch")):
+        raise UserError(f"mode={settings.prompt.mode} scores log-likelihoods, which the Batch API does not "
+                        "return: remove batch.export, batch.results and backend.batch")
     if batch.export:
         return Export(settings, out_dir)
     if batch.results:

@@ -103,7 +103,7 @@ class BatchServer:
         batch["status"] = "in_progress"
         output, errors = [], []
         for line in lines:
-            status, body = self.forward(line["body"])
+            status, body = self.forward(line["body"], line.get("url", "/v1/chat/completions"))
             result = {"id": f"batch_req_{next(self.ids)}", "custom_id": line["custom_id"],
                       "response": {"status_code": status, "request_id": f"req_{next(self.ids)}", "body": body},
                       "error": None}
@@ -121,8 +121,9 @@ class BatchServer:
                 failure = {"code": "invalid_request", "message": "the test said so"}
                 batch["errors"] = {"object": "list", "data": [failure]}
 
-    def forward(self, body: dict) -> tuple[int, dict]:
-        request = urllib.request.Request(f"{self.upstream}/chat/completions", data=json.dumps(body).encode(),
+    def forward(self, body: dict, url: str = "/v1/chat/completions") -> tuple[int, dict]:
+        path = url.removeprefix("/v1")  # the upstream's base URL ends in /v1
+        request = urllib.request.Request(f"{self.upstream}{path}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=300) as response:
