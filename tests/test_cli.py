@@ -80,7 +80,7 @@ def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args,message", [
     (["backend=tgi"], "Could not find 'backend/tgi' (options: hf, openai, vllm)"),
     (["sampling.temperature=hot"], "sampling.temperature=hot: Value 'hot' of type 'str' could not be converted"),
-    (["mode=bogus"], "expected one of [generate, multimodal, multiturn, choice]"),
+    (["mode=bogus"], "expected one of [generate, multimodal, multiturn, choice, perplexity]"),
     (["dataset.limit=abc"], "dataset.limit=abc"),
 ])
 def test_hydra_errors_before_the_job_are_one_line_too(tmp_path: Path, args: list[str], message: str) -> None:
