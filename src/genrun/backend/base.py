@@ -96,11 +96,13 @@ class Backend:
     # A backend that scores whole texts in windows of the model's length (mode=perplexity): one that has its tokenizer.
     takes_perplexity: ClassVar[bool] = False
 
+    # Rows per loglikelihood_batch call (mode=choice and perplexity), in batches of batch_size:
+    # more than one where the backend sorts a call's pairs by length (hf).
+    scoring_batches: ClassVar[int] = 1
+
     @property
     def scoring_rows(self) -> int:
-        """Rows per loglikelihood_batch call (mode=choice and perplexity): batch_size, unless
-        the backend does better with more to sort by length at once."""
-        return self.batch_size
+        return self.batch_size * self.scoring_batches
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
