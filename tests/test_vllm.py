@@ -103,6 +103,29 @@ def test_n_samples_per_row_through_sampling_params(engine: VLLMBackend) -> None:
     assert all(3 <= c.completion_tokens <= 3 * 8 for c in completions)  # the samples' tokens, summed
 
 
+def test_log_likelihoods_of_choices_and_whole_texts_match_transformers(engine: VLLMBackend, tiny_model: str) -> None:
+    # mode=choice and mode=perplexity on vllm: prompt_logprobs over token ids, the split and
+    # the rolling windows as hf makes them (tests/test_base_models.py checks hf itself)
+    import transformers
+
+    from test_base_models import ARC_ROWS, direct_loglikelihood, direct_rolling_loglikelihood
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
+    rows = [(f"Question: {r['question']}\nAnswer:", [" " + c for c in r["choices"]["text"]]) for r in ARC_ROWS]
+    for (context, continuations), completion in zip(rows, asyncio.run(engine.loglikelihood_batch(rows))):
+        expected = [direct_loglikelihood(model, tokenizer, context, c) for c in continuations]
+        assert [s.tokens for s in completion.loglikelihoods] == [e[1] for e in expected]
+        assert max(abs(s.logprob - e[0]) for s, e in zip(completion.loglikelihoods, expected)) < 1e-3
+    texts = ["Hello", " ".join(f"word{i} and more, said the river to the sea." for i in range(60))]
+    window = engine._window()
+    assert len(tokenizer.encode(texts[1])) > 2 * window  # several windows
+    for text, completion in zip(texts, asyncio.run(engine.loglikelihood_rolling_batch(texts))):
+        (scored,) = completion.loglikelihoods
+        assert scored.tokens == len(tokenizer.encode(text))
+        assert scored.logprob == pytest.approx(direct_rolling_loglikelihood(model, tokenizer, text, window), abs=5e-3)
+
+
 def test_unknown_keys_are_named_before_the_engine_starts(tiny_model: str) -> None:
     with pytest.raises(UserError, match="backend.max_model_length is not a vLLM engine argument"):
         VLLMBackend(tiny_model, sampling={}, max_model_length=512)
@@ -225,25 +248,3 @@ def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
 
 
-
-def test_log_likelihoods_of_choices_and_whole_texts_match_transformers(engine: VLLMBackend, tiny_model: str) -> None:
-    # mode=choice and mode=perplexity on vllm: prompt_logprobs over token ids, the split and
-    # the rolling windows as hf makes them (tests/test_base_models.py checks hf itself)
-    import transformers
-
-    from test_base_models import ARC_ROWS, direct_loglikelihood, direct_rolling_loglikelihood
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
-    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
-    rows = [(f"Question: {r['question']}\nAnswer:", [" " + c for c in r["choices"]["text"]]) for r in ARC_ROWS]
-    for (context, continuations), completion in zip(rows, asyncio.run(engine.loglikelihood_batch(rows))):
-        expected = [direct_loglikelihood(model, tokenizer, context, c) for c in continuations]
-        assert [s.tokens for s in completion.loglikelihoods] == [e[1] for e in expected]
-        assert max(abs(s.logprob - e[0]) for s, e in zip(completion.loglikelihoods, expected)) < 1e-3
-    texts = ["Hello", " ".join(f"word{i} and more, said the river to the sea." for i in range(60))]
-    window = engine._window()
-    assert len(tokenizer.encode(texts[1])) > 2 * window  # several windows
-    for text, completion in zip(texts, asyncio.run(engine.loglikelihood_rolling_batch(texts))):
-        (scored,) = completion.loglikelihoods
-        assert scored.tokens == len(tokenizer.encode(text))
-        assert scored.logprob == pytest.approx(direct_rolling_loglikelihood(model, tokenizer, text, window), abs=5e-3)
