@@ -111,12 +111,18 @@ def run(command: list[str], env: dict[str, str] | None = None) -> float:
     return wall
 
 
-def lm_eval_run(python: str, model: str, data: Path, out: Path, batch_size: int) -> tuple[float, dict[str, list]]:
-    """lm-eval's whole process; each item's per-choice log-likelihoods from its samples file."""
+def lm_eval_run(python: str, model: str, data: Path, out: Path, batch_size: int,
+                engine: str = "hf") -> tuple[float, dict[str, list]]:
+    """lm-eval's whole process (its hf or vllm model); each item's per-choice log-likelihoods
+    from its samples file."""
     tasks = out / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
     (tasks / "arc_easy_local.yaml").write_text(LM_EVAL_TASK.format(data=data))
-    wall = run([python, "-m", "lm_eval", "--model", "hf", "--model_args", f"pretrained={model},dtype=float32",
+    model_args = f"pretrained={model},dtype=float32"
+    if engine == "vllm":  # the same engine settings genrun's vllm run gets
+        model_args += (f",gpu_memory_utilization={VLLM_CPU['gpu_memory_utilization']},"
+                       f"max_model_len={VLLM_CPU['max_model_len']},enforce_eager=True")
+    wall = run([python, "-m", "lm_eval", "--model", engine, "--model_args", model_args,
                 "--tasks", "arc_easy_local", "--include_path", str(tasks), "--batch_size", str(batch_size),
                 "--device", "cpu", "--log_samples", "--output_path", str(out / "results")])
     samples = next((out / "results").rglob("samples_arc_easy_local_*.jsonl"))
@@ -240,6 +246,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lm-eval-python", default=sys.executable)
     parser.add_argument("--no-vllm", action="store_true")
+    parser.add_argument("--lm-eval-vllm", action="store_true", help="also lm-eval's own vllm model")
     parser.add_argument("--part", choices=["choice", "perplexity"], default="choice")
     parser.add_argument("--max-length", type=int, default=128, help="perplexity: the window, in tokens")
     args = parser.parse_args()
@@ -258,6 +265,9 @@ def main() -> None:
                                                            args.batch_size)
     walls["genrun hf"], scores["genrun hf"] = genrun_run("hf", model, data, out / "genrun-hf", args.batch_size)
     if not args.no_vllm:
+        if args.lm_eval_vllm:
+            walls["lm-eval vllm"], scores["lm-eval vllm"] = lm_eval_run(args.lm_eval_python, model, data,
+                                                                        out / "lm-eval-vllm", args.batch_size, "vllm")
         walls["genrun vllm"], scores["genrun vllm"] = genrun_run("vllm", model, data, out / "genrun-vllm",
                                                                  args.batch_size)
         from genrun.testing.vllm_server import vllm_server
@@ -280,6 +290,9 @@ def main() -> None:
             print(f"  {name}: max |Δ logprob| {c['max_abs_logprob_diff']:.2e}, chosen index differs on "
                   f"{c['acc_pick_differs']}/{c['items']} (acc), {c['acc_norm_pick_differs']}/{c['items']} (acc_norm)")
     print(f"  wall ratio genrun hf / lm-eval hf: {walls['genrun hf'] / walls['lm-eval hf']:.3f}")
+    if "lm-eval vllm" in walls:
+        result["genrun vllm vs lm-eval vllm"] = compare(rows, scores["genrun vllm"], scores["lm-eval vllm"])
+        print(f"  wall ratio genrun vllm / lm-eval vllm: {walls['genrun vllm'] / walls['lm-eval vllm']:.3f}")
     emit("agreement", result)
 
 
