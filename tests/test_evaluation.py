@@ -243,3 +243,16 @@ def test_genrun_score_rescores_every_job_of_a_sweep_and_its_summary(tmp_path: Pa
     assert len(jobs) == 2 and all(json.loads(j.read_text())["scores"]["accuracy"] == share for j in jobs)
     after = (sweep / "summary.csv").read_text()
     assert after != before and str(share) in after
+
+
+def test_a_per_group_column_holding_lists_groups_rows_without_crashing() -> None:
+    # a dataset's column is data: a list or mapping in the per_group column is a group like any other
+    from genrun.prompt.fewshot import Example, Shots, group_of
+
+    tags = {"row": ["physics", "waves"], "other": ["physics"]}
+    shots = Shots("first_n", 1, 0, "tags")
+    shots.candidates[group_of({"tags": tags["row"]}, "tags")] = [Example("d0", "Dev?", "A")]
+    shots.candidates[group_of({"tags": tags["other"]}, "tags")] = [Example("d1", "Other?", "B")]
+    turns, ids = shots.for_row({"tags": ["physics", "waves"]}, "q0", "Test?")
+    assert ids == ["d0"] and turns[0] == {"role": "user", "content": "Dev?"}
+    assert group_of({"tags": {"b": 1, "a": 2}}, "tags") == group_of({"tags": {"a": 2, "b": 1}}, "tags")

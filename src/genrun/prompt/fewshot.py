@@ -16,6 +16,7 @@ run.json records the examples' ids (for `random`, each record does: `fewshot_ids
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -27,6 +28,16 @@ from genrun.prompt.modes import id_reader
 from genrun.settings.schema import DatasetConfig
 
 SAMPLERS = ("fixed", "first_n", "random")
+
+
+def group_of(row: Mapping[str, Any], column: str | None) -> Any:
+    """A row's group: its value in the per_group column, made hashable (a list or a mapping
+    in that column is data, and must not crash the draw)."""
+    if not column:
+        return None
+    value = row.get(column)
+    return value if isinstance(value, (str, int, float, bool, type(None))) else json.dumps(value, sort_keys=True,
+                                                                                            default=str)
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,7 @@ class Shots:
     candidates: dict[Any, list[Example]] = field(default_factory=dict)  # by group (None: no groups)
 
     def for_row(self, row: Mapping[str, Any], row_id: Any, prompt: Any) -> tuple[Messages, list[Any]]:
-        group = row.get(self.per_group) if self.per_group else None
+        group = group_of(row, self.per_group)
         pool = [e for e in self.candidates.get(group, []) if e.prompt != prompt]  # never the row itself
         if self.sampler == "random":
             pool = random.Random(f"{self.seed}:{row_id}").sample(pool, min(self.k, len(pool)))
@@ -94,7 +105,7 @@ def draw(dataset: DatasetConfig, prompt_of: Callable[[Mapping[str, Any]], str],
                 example_id = row_id(index, row)
             except KeyError:  # the few-shot source lacks the id column
                 example_id = index
-            group = row.get(per_group) if per_group else None
+            group = group_of(row, per_group)
             result.candidates.setdefault(group, []).append(Example(example_id, prompt_of(row), str(answer), group))
     except RowError as exc:
         raise UserError(f"dataset.fewshot: an example from {path} cannot be shown: {exc}") from None
@@ -124,7 +135,7 @@ def _pick(source: Any, sampler: str, k: int, seed: int, per_group: str | None,
         if per_group and per_group not in row:
             raise UserError(f"dataset.fewshot.per_group={per_group!r} is not a column of {path} "
                             f"(columns: {', '.join(row)})")
-        group = row.get(per_group) if per_group else None
+        group = group_of(row, per_group)
         rows, n = kept.setdefault(group, []), seen.get(group, 0)
         seen[group] = n + 1
         if sampler == "first_n":
