@@ -204,6 +204,9 @@ class OpenAIBackend(Backend):
         echoed = prompt_logprobs_of(response, prompts, credentials.redact_url(self.base_url))
         await self._succeeded(response, estimate)
         context_tokens = len(echoed[0][0]) - 1  # less the one generated token
+        if any(len(logprobs) < context_tokens + 2 for logprobs, _ in echoed[1:]):  # no continuation token left
+            raise ServerSaidError("the server echoed fewer tokens for a context and its continuation than for the "
+                                  "context alone")
         scored = []
         for logprobs, tops in echoed[1:]:
             span, top = logprobs[context_tokens:-1], tops[context_tokens:-1]
