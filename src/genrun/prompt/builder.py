@@ -20,9 +20,7 @@ from genrun.settings.schema import DatasetConfig
 
 def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSettings:
     """The row-shaping settings, templates compiled once."""
-    template = compile_template(dataset.template, "dataset.template") if dataset.template else None
-    reference = (compile_template(dataset.reference_template, "dataset.reference_template")
-                 if dataset.reference_template else None)
+    template, reference = compiled(dataset, "template"), compiled(dataset, "reference_template")
     if prompt.as_text and prompt.mode in ("multimodal", "multiturn"):
         raise UserError(f"chat_template=false sends the prompt as text: mode={prompt.mode} needs the chat "
                         "template (use mode=generate or choice)")
@@ -34,22 +32,29 @@ def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSett
                         f"mode={prompt.mode}")
     if dataset.system_template and prompt.system_prompt:
         raise UserError("give system_prompt or dataset.system_template, not both")
-    system = compile_template(dataset.system_template, "dataset.system_template") if dataset.system_template else None
-    choices = tuple(compile_template(t, f"dataset.choice_templates[{i}]")
-                    for i, t in enumerate(dataset.choice_templates or ()))
     if dataset.context_templates and (prompt.mode != "choice" or dataset.fewshot.k or prompt.system_prompt
                                       or dataset.system_template):
         raise UserError("dataset.context_templates (partial scoring) take mode=choice without few-shot examples "
                         "or a system prompt")
-    contexts = tuple(compile_template(t, f"dataset.context_templates[{i}]")
-                     for i, t in enumerate(dataset.context_templates or ()))
     if dataset.units_template and prompt.mode != "perplexity":
         raise UserError(f"dataset.units_template counts the words of mode=perplexity; this run is mode={prompt.mode}")
-    units = compile_template(dataset.units_template, "dataset.units_template") if dataset.units_template else None
     return PromptSettings(prompt.system_prompt, prompt.image_tag, image_base_dir(str(dataset.path)), template,
-                          reference, system, choices, units, contexts, record_messages=prompt.record_messages,
+                          reference, compiled(dataset, "system_template"), compiled_each(dataset, "choice_templates"),
+                          compiled(dataset, "units_template"), compiled_each(dataset, "context_templates"),
+                          record_messages=prompt.record_messages,
                           as_text=prompt.as_text,
                           fewshot_delimiter=prompt.fewshot_delimiter, target_delimiter=prompt.target_delimiter)
+
+
+def compiled(dataset: DatasetConfig, key: str) -> Any:
+    """dataset.KEY compiled, or None when it is not set."""
+    value = getattr(dataset, key)
+    return compile_template(value, f"dataset.{key}") if value else None
+
+
+def compiled_each(dataset: DatasetConfig, key: str) -> tuple[Any, ...]:
+    """Each template of the list at dataset.KEY, compiled."""
+    return tuple(compile_template(t, f"dataset.{key}[{i}]") for i, t in enumerate(getattr(dataset, key) or ()))
 
 
 def request_maker(dataset: DatasetConfig, prompt: PromptOptions,
