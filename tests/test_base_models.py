@@ -315,7 +315,9 @@ def test_text_prompts_on_vllms_server_go_to_the_completions_endpoint(tmp_path: P
     for row, record in zip(rows, read_jsonl(out / "answers.jsonl")):
         # the text as it is: no chat template around it (a template would add its own tokens)
         assert record["prompt_tokens"] == len(tokenizer.encode(row["q"]))
-        assert isinstance(record["answer"], str) and record["completion_tokens"] == 4
+        # greedy, but vLLM's CPU batching can tip a near-tie to the end token before the 4th
+        assert isinstance(record["answer"], str) and 1 <= record["completion_tokens"] <= 4
+        assert record["finish_reason"] == ("length" if record["completion_tokens"] == 4 else "stop")
 
 
 def test_a_server_without_prompt_log_probabilities_is_one_line(tmp_path: Path) -> None:
