@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import string
-from collections import Counter
 from typing import Any, Callable, Iterable
 
 OPEN_THINK, CLOSE_THINK = "<think>", "</think>"
@@ -44,22 +43,45 @@ def normalize(text: str) -> str:
     return " ".join(ARTICLES.sub(" ", text).split())
 
 
-def exact_match(answer: str, reference: str) -> float:
-    return float(normalize(answer) == normalize(reference))
+# Each metric compares an answer and a reference already normalised: a row normalises its
+# answer and each reference once, whatever the number of metrics.
+def _exact_match(said: str, gold: str) -> float:
+    return float(said == gold)
 
 
-def f1(answer: str, reference: str) -> float:
-    predicted, gold = normalize(answer).split(), normalize(reference).split()
-    common = sum((Counter(predicted) & Counter(gold)).values())
+def _f1(said: str, gold: str) -> float:
+    predicted, expected = said.split(), gold.split()
+    left: dict[str, int] = {}  # the tokens both share, as a multiset (Counter's & took 4x longer)
+    for token in expected:
+        left[token] = left.get(token, 0) + 1
+    common = 0
+    for token in predicted:
+        if left.get(token):
+            left[token] -= 1
+            common += 1
     if common == 0:
-        return float(predicted == gold)  # both empty counts as a match
-    precision, recall = common / len(predicted), common / len(gold)
+        return float(predicted == expected)  # both empty counts as a match
+    precision, recall = common / len(predicted), common / len(expected)
     return 2 * precision * recall / (precision + recall)
 
 
+def _accuracy(said: str, gold: str) -> float:
+    return float(bool(gold) and gold in said)
+
+
+NORMALIZED: dict[str, Callable[[str, str], float]] = {"exact_match": _exact_match, "f1": _f1, "accuracy": _accuracy}
+
+
+def exact_match(answer: str, reference: str) -> float:
+    return _exact_match(normalize(answer), normalize(reference))
+
+
+def f1(answer: str, reference: str) -> float:
+    return _f1(normalize(answer), normalize(reference))
+
+
 def accuracy(answer: str, reference: str) -> float:
-    gold = normalize(reference)
-    return float(bool(gold) and gold in normalize(answer))
+    return _accuracy(normalize(answer), normalize(reference))
 
 
 METRICS: dict[str, Callable[[str, str], float]] = {"exact_match": exact_match, "f1": f1, "accuracy": accuracy}
@@ -73,16 +95,34 @@ def references(value: Any) -> list[str]:
     return [str(value)]
 
 
-def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS) -> dict[str, Any]:
-    """Best score over the references for each metric; flags unclosed thinking."""
+def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS,
+          golds: list[str] | None = None) -> dict[str, Any]:
+    """Best score over the references for each metric; flags unclosed thinking. golds: the
+    references already normalised (a row's samples share them)."""
+    said, unclosed = normalized_answer(answer)
+    return score_normalized(said, unclosed, normalized_references(reference) if golds is None else golds, metrics)
+
+
+def normalized_answer(answer: str) -> tuple[str, bool]:
+    """The answer as the metrics compare it (thinking removed, normalised), and whether a
+    thinking block never closed."""
     text, unclosed = strip_thinking(answer)
-    golds = references(reference)
-    scores: dict[str, Any] = {
-        name: max((METRICS[name](text, gold) for gold in golds), default=0.0) for name in metrics
-    }
+    return normalize(text), unclosed
+
+
+def score_normalized(said: str, unclosed: bool, golds: list[str], metrics: Iterable[str]) -> dict[str, Any]:
+    if len(golds) == 1:  # most rows: no max() over one reference
+        gold = golds[0]
+        scores: dict[str, Any] = {name: NORMALIZED[name](said, gold) for name in metrics}
+    else:
+        scores = {name: max((NORMALIZED[name](said, gold) for gold in golds), default=0.0) for name in metrics}
     if unclosed:
         scores["unclosed_thinking"] = True
     return scores
+
+
+def normalized_references(reference: Any) -> list[str]:
+    return [normalize(gold) for gold in references(reference)]
 
 
 def same(extracted: str, reference: str) -> float:

@@ -19,10 +19,12 @@ from genrun.scoring.metrics import (
     PERPLEXITY_METRICS,
     choice_picks,
     from_loglikelihood_per_unit,
-    normalize,
+    normalized_answer,
+    normalized_references,
     references,
     same,
     score,
+    score_normalized,
     strip_thinking,
     text_units,
 )
@@ -76,9 +78,10 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 - regex.error: the user's pattern
                 raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
 
-    def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
+    def score(self, answer: str, reference: Any, golds: list[str] | None = None) -> tuple[str | None, dict[str, Any]]:
+        """golds: the references normalised, given when several samples share them."""
         if self._extract is None:
-            return None, score(answer, reference, self.metrics)
+            return None, score(answer, reference, self.metrics, golds)
         text, unclosed = strip_thinking(answer)
         extracted = self._extract(text)
         golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
@@ -116,17 +119,19 @@ def sample_metrics(main: str, sample_scores: list[dict[str, Any]], votes: list[s
     return result
 
 
-def score_record(record: dict[str, Any], scorer: Scorer) -> None:
+def score_record(record: dict[str, Any], scorer: Scorer, fresh: bool = False) -> None:
     """Set a record's `extracted` and `scores` from its answer(s) and reference. With several
     samples (`answers`), each sample is scored (`sample_scores`), a metric's row score is its
     mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept.
 
     Scoring never loses an answer: a row that cannot be scored (a pattern that runs too long
-    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`."""
+    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`.
+    fresh: a record just made, with no scores of its own yet (nothing to remove first)."""
     old = record.get("scores") or {}
-    record.pop("scoring_error", None)
+    if not fresh:
+        record.pop("scoring_error", None)
     try:
-        _score_record(record, scorer)
+        _score_record(record, scorer, fresh)
     except Exception as exc:  # noqa: BLE001 - one row's scoring, never the run
         for key in ("extracted", "sample_extracted", "sample_scores", "scores"):
             record.pop(key, None)
@@ -162,7 +167,7 @@ def _score_text(record: dict[str, Any], scorer: Scorer) -> None:
                         for m in scorer.metrics if m in PERPLEXITY_METRICS}
 
 
-def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
+def _score_record(record: dict[str, Any], scorer: Scorer, fresh: bool = False) -> None:
     if record.get("loglikelihoods") is not None:
         record.pop("scores", None)
         record.pop("perplexity", None)
@@ -170,8 +175,9 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
             return _score_text(record, scorer)
         return _score_choices(record, scorer)
     old = record.pop("scores", None) or {}
-    for key in ("extracted", "sample_extracted", "sample_scores"):
-        record.pop(key, None)
+    if not fresh:
+        for key in ("extracted", "sample_extracted", "sample_scores"):
+            record.pop(key, None)
     answers = record.get("answers") or ([record["answer"]] if record.get("answer") is not None else [])
     # a judge's verdict is kept; so is json_valid when this scorer does not compute it
     scores: dict[str, Any] = {k: v for k, v in old.items()
@@ -179,7 +185,12 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
     if answers and scorer.json_valid:
         scores["json_valid"] = sum(map(valid_json, answers)) / len(answers)
     if answers and record.get("reference") is not None:
-        results = [scorer.score(a, record["reference"]) for a in answers]
+        if scorer.extract == "none":  # each distinct answer normalised once: its scores and its vote
+            golds = normalized_references(record["reference"])
+            said = {a: normalized_answer(a) for a in answers}
+            results = [(None, score_normalized(*said[a], golds, scorer.metrics)) for a in answers]
+        else:
+            results = [scorer.score(a, record["reference"]) for a in answers]
         if scorer.extract != "none":
             record["extracted"] = results[0][0]
         if len(answers) == 1:
@@ -191,7 +202,7 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
                 record["sample_extracted"] = [r[0] for r in results]
                 votes = record["sample_extracted"]
             else:
-                votes = [normalize(strip_thinking(a)[0]) for a in answers]
+                votes = [said[a][0] for a in answers]
             for name in scorer.metrics:
                 scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
             if any(s.get("unclosed_thinking") for s in sample_scores):
