@@ -202,3 +202,21 @@ def test_a_resume_skips_the_done_prefix_in_the_dataset_itself(tmp_path, monkeypa
         everything_done.skip_done(DoneRows(mine))
         assert list(everything_done.rows) == []
         assert everything_done.scanned == mine[-1] + 1  # metrics' dataset_rows: never past the data
+
+
+def test_a_journal_line_is_json_of_the_record_whatever_it_holds() -> None:
+    """orjson writes the common records; what it refuses (keys that are not strings, integers
+    beyond 64 bits) is written by json, and a datetime is its str() as before."""
+    import datetime
+    import json
+    import math
+
+    from genrun.rundir.journal import journal_line
+
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5)
+    plain = {"id": "q1", "index": 3, "answer": "é \u2028 ok", "scores": {"f1": 0.5}, "error": None}
+    assert json.loads(journal_line(plain)) == plain and journal_line(plain).endswith(b"\n")
+    assert json.loads(journal_line({"index": 1, "when": when}))["when"] == str(when)
+    assert json.loads(journal_line({"index": 1, "meta": {1: "x"}})) == {"index": 1, "meta": {"1": "x"}}
+    assert json.loads(journal_line({"index": 1, "big": 2**70})) == {"index": 1, "big": 2**70}
+    assert json.loads(journal_line({"index": 1, "score": math.nan})) == {"index": 1, "score": None}  # strict JSON

@@ -38,6 +38,10 @@ def with_system(messages: Messages, system_prompt: str | None) -> Messages:
 
 def prompt_messages(prompt: Any, system_prompt: str | None = "") -> Messages:
     """One prompt as a single user turn (keeping a dict's role when it has one)."""
+    if type(prompt) is str:  # most rows: no Mapping checks (each an ABC lookup)
+        if not prompt.strip():
+            raise RowError("empty prompt")
+        return with_system([{"role": "user", "content": prompt}], system_prompt)
     role = prompt.get("role", "user") if isinstance(prompt, Mapping) else "user"
     if role not in ROLES:
         raise RowError(f"unknown role {role!r} (expected one of {', '.join(ROLES)})")

@@ -1,8 +1,9 @@
 """answers.jsonl's index, `.answers.jsonl.idx`: for each record, its row index, where its line
 ends in answers.jsonl, whether it is an answer (not an error), and two running checksums:
 a CRC-32 of the journal's bytes up to that line's end, and one of every entry's row index and
-outcome so far. 25 bytes a record after a 16-byte header, appended and flushed right after
-the record itself.
+outcome so far. 25 bytes a record after a 16-byte header, appended as each record is
+written and flushed when its buffer fills, before the tally is saved, and at the end: a crash
+may lose the last few hundred entries, whose records resume then reads from the journal.
 
 A resume reads it instead of parsing every record: a million rows' index is 25 MB, read a
 chunk at a time into one flag a row. Before it is trusted, the checksums are computed anew
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import struct
 import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 HEADER = b"genrun-index v2\n"  # an index without it (an older genrun's) is rebuilt from the journal
 ENTRY = np.dtype([("index", "<i8"), ("end", "<i8"), ("ok", "u1"), ("lines_crc", "<u4"), ("rows_crc", "<u4")])
 ROW = np.dtype([("index", "<i8"), ("ok", "u1")])  # what rows_crc covers of each entry
+# The same layouts packed by struct: a record's entry is made in about 1 us, not numpy's 5.
+ENTRY_STRUCT, ROW_STRUCT = struct.Struct("<qqBII"), struct.Struct("<qB")
 CHUNK = 1 << 20  # entries read at a time
 BLOCK = 16 << 20  # journal bytes read at a time when its checksum is computed
 
@@ -43,7 +47,7 @@ def forget(answers: Path) -> None:
 
 
 def row_bytes(index: int, ok: bool) -> bytes:
-    return np.array([(index, ok)], dtype=ROW).tobytes()
+    return ROW_STRUCT.pack(index, ok)
 
 
 class Checksums:
@@ -56,7 +60,7 @@ class Checksums:
         """The index entry of a record whose journal line is `line`, ending at `end`."""
         self.lines = zlib.crc32(line, self.lines)
         self.rows = zlib.crc32(row_bytes(index, ok), self.rows)
-        return np.array([(index, end, ok, self.lines, self.rows)], dtype=ENTRY).tobytes()
+        return ENTRY_STRUCT.pack(index, end, ok, self.lines, self.rows)
 
 
 def load(answers: Path, size: int) -> Index | None:

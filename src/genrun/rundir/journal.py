@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+import orjson
+
 from genrun.errors import cannot_write
 from genrun.rundir.tally import Tally, tally_path
 
@@ -26,9 +28,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# What orjson writes as Python's json module would: a datetime or dataclass as its str(), as
+# json.dumps(..., default=str) does.
+_ORJSON_OPTIONS = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+_encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
+
+
 def journal_line(record: dict[str, Any]) -> bytes:
-    """A record as answers.jsonl holds it: one line of JSON, UTF-8."""
-    return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+    """A record as answers.jsonl holds it: one line of strict JSON, UTF-8 (a number that is
+    not finite, NaN or Infinity, is null). orjson writes it in a tenth of json's time; what it
+    refuses (keys that are not strings, integers beyond 64 bits) json writes."""
+    try:
+        return orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return (_encode(record) + "\n").encode("utf-8")
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:
@@ -164,8 +177,8 @@ class AnswerLog:
             self._file.write(line)
             self._file.flush()  # a crash loses at most the rows in flight
             self._size += len(line)
+            # Not flushed here: the index is a cache of the journal (see index.py)
             self._index.write(self._checksums.entry(record["index"], self._size, done_index.ok(record), line))
-            self._index.flush()
         except OSError as exc:  # a full disk, a quota: stop the run; what is written stays
             raise cannot_write(self.path, exc, "free some space, then resume the run") from exc
         self._entries += 1
@@ -176,6 +189,8 @@ class AnswerLog:
 
     def _save_tally(self) -> None:
         try:
+            if not self._index.closed:
+                self._index.flush()  # the entry the tally's stamp names is on disk before it
             self.tally.save(tally_path(self.path), self._size,
                             stamp(self._entries, self._checksums.lines, self._checksums.rows))
             self._unsaved = 0

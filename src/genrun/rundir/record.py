@@ -14,18 +14,18 @@ def make_record(request: Request, completion: Completion, latency: float | None,
     """A row's record: its id and index, what the row gave (prompt or turns), the answer or
     error with its token counts, and when the row has a reference its scores (and with
     scoring.extract, the extracted answer they were computed on)."""
-    meta = dict(request.meta)
-    record: dict[str, Any] = {"id": meta.pop("id"), "index": request.index}
-    reference = meta.pop("reference", None)
-    record.update(meta)
-    record.update(
-        answer=completion.answer,
-        error=completion.error,
-        finish_reason=completion.finish_reason,
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        latency_s=None if latency is None else round(latency, 4),  # None: read from a Batch file
-    )
+    meta = request.meta
+    record: dict[str, Any] = {"id": meta["id"], "index": request.index}
+    for key, value in meta.items():
+        if key != "id" and key != "reference":
+            record[key] = value
+    reference = meta.get("reference")
+    record["answer"] = completion.answer
+    record["error"] = completion.error
+    record["finish_reason"] = completion.finish_reason
+    record["prompt_tokens"] = completion.prompt_tokens
+    record["completion_tokens"] = completion.completion_tokens
+    record["latency_s"] = None if latency is None else round(latency, 4)  # None: read from a Batch file
     if completion.reasoning is not None:
         record["reasoning"] = completion.reasoning
     if completion.cached:
@@ -37,5 +37,5 @@ def make_record(request: Request, completion: Completion, latency: float | None,
         record.update(answers=completion.answers, finish_reasons=completion.finish_reasons)
     if reference is not None:
         record["reference"] = reference
-    score_record(record, scorer)
+    score_record(record, scorer, fresh=True)
     return record

@@ -105,11 +105,16 @@ class Tally:
         if scores:
             counts["scored"] += 1
             counts["unclosed"] += bool(scores.get("unclosed_thinking"))
+            kept = self.scores
             for name, value in scores.items():
                 if name in RATIO_METRICS:  # a row's own; the corpus's is summed below
                     continue
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self.scores.setdefault(name, Score()).add(float(value))
+                kind = type(value)
+                if kind is float or kind is int or (isinstance(value, (int, float)) and kind is not bool):
+                    score = kept.get(name)
+                    if score is None:
+                        score = kept[name] = Score()
+                    score.add(float(value))
         parts = record.get("perplexity")
         if isinstance(parts, dict) and isinstance(parts.get("logprob"), (int, float)):
             for name, unit in RATIO_METRICS.items():
