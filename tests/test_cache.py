@@ -103,3 +103,39 @@ def test_cost_is_the_tokens_times_the_prices_and_cached_rows_cost_nothing(tmp_pa
     assert json.loads(first.read_text())["cost"] == (10 * 7 * 2.5 + 10 * 3 * 10) / 1e6
     assert json.loads(second.read_text())["cost"] == 0.0  # the same requests: answered from the cache
     assert "cost" in (sweep / "summary.csv").read_text().splitlines()[0]
+
+
+def test_keys_are_those_every_earlier_genrun_made() -> None:
+    """A row's key is spliced from the run's parts, encoded once; it must be the digest of
+    all its parts together, as before, or every cache already on disk would stop hitting."""
+    from genrun.backend.response_cache import KeyParts, digest, encoded, sha256
+
+    run = {"backend": "OpenAIBackend", "model": {"model_name": "modèle", "kwargs": [1, {"b": 2, "a": None}]},
+           "sampling": {"temperature": 0.7, "n": 4, "stop": ["\n", "ü"]}, "extra": {}}
+    parts = KeyParts(run)
+    for own in ({"messages": digest([{"role": "user", "content": "hi"}]), "seed": None},
+                {"messages": "ab12", "seed": 123456789},
+                {"messages": "ab", "continuations": digest([" a", " b"])},
+                {"messages": "x", "rolling": True},
+                {"messages": 'quote " and é', "seed": 2**70}):
+        assert parts.text(own) == encoded({**run, **own})
+        assert sha256(parts.text(own)) == digest({**run, **own})
+
+
+def test_answers_are_stored_in_few_transactions_and_all_of_them_at_close(tmp_path: Path, monkeypatch) -> None:
+    from genrun.backend import response_cache
+    from genrun.backend.response_cache import ResponseCache
+
+    monkeypatch.setattr(response_cache, "PUT_EVERY_S", 3600.0)  # only PUT_ROWS or close() store
+    monkeypatch.setattr(response_cache, "PUT_ROWS", 8)
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    other = ResponseCache(tmp_path / "c.sqlite")  # another process's view
+    entries = [(f"k{i}", "m", "{}", {"answer": f"a{i}"}) for i in range(10)]
+    cache.put(entries[:5])
+    assert other.get(["k0"]) == {}  # pending
+    cache.put(entries[5:])  # 10 pending >= PUT_ROWS: stored in one transaction
+    assert len(other.get([f"k{i}" for i in range(10)])) == 10
+    cache.put([("k10", "m", "{}", {"answer": "a10"})])
+    cache.close()  # what is pending is stored at close
+    assert other.get(["k10"]) == {"k10": {"answer": "a10"}}
+    other.close()

@@ -4,9 +4,9 @@ A backend is a Backend subclass with `name = "NAME"` in genrun/backend/NAME.py, 
 in conf/backend/NAME.yaml. Its __init__ signature is the one declaration of its settings:
 the Hydra schema (`base_NAME`, with its `_target_`), the types the CLI and the Python API
 check, and which settings are required (no default: MISSING) all follow from it. Beside the
-backends: the one factory (build.py), the response cache that can stand in front of one
-(response_cache.py), the sampling checks every backend runs, structured outputs, request
-pacing, and the seam to vLLM's internals.
+backends: the one factory (build.py), the response cache (response_cache.py) and the backend
+that puts it in front of another (cached.py), the sampling checks every backend runs,
+structured outputs, request pacing, and the seam to vLLM's internals.
 
 May use: genrun.assets (models built into the cache folder), genrun.credentials,
 genrun.errors; the heavy libraries (torch, transformers, vllm, openai) only inside the

@@ -1,5 +1,5 @@
 """The response cache (the `cache` config group): answers already paid for, kept by everything
-that decides them, and CachedBackend, a backend behind it."""
+that decides them, in one SQLite file (CachedBackend, in cached.py, puts a backend behind it)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-from genrun.backend.base import Backend, Completion, Failure, Messages, Scored
+import orjson
+
+from genrun.backend.base import Completion
 from genrun.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,56 @@ def default_path() -> Path:
     return cache_root() / "responses.sqlite"
 
 
+# json.dumps(value, sort_keys=True, ensure_ascii=False, default=str), without an encoder per call
+_encode = json.JSONEncoder(sort_keys=True, ensure_ascii=False, default=str).encode
+
+
+def encoded(value: Any) -> str:
+    """The one JSON text of a value that keys are made from."""
+    return _encode(value)
+
+
 def digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+    return hashlib.sha256(encoded(value).encode()).hexdigest()
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class KeyParts:
+    """What decides a run's answers, encoded once; text(own) is the key text of one row's
+    parts, exactly encoded({**fixed, **own}) (so keys stay those of every earlier genrun),
+    without encoding the run's settings again for every row."""
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        self.fixed = {key: f"{encoded(key)}: {encoded(value)}" for key, value in fixed.items()}
+        self.keys: dict[str, str] = {}  # a row's own key names, encoded
+
+    def text(self, own: dict[str, Any]) -> str:
+        pairs = dict(self.fixed)
+        for key, value in own.items():
+            name = self.keys.get(key)
+            if name is None:
+                name = self.keys[key] = encoded(key)
+            pairs[key] = f"{name}: {_encoded_value(value)}"
+        return "{" + ", ".join(pairs[key] for key in sorted(pairs)) + "}"
+
+
+def _encoded_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if type(value) is str and value.isascii() and value.isalnum():  # a digest: nothing to escape
+        return f'"{value}"'
+    return encoded(value)
 
 
 BUSY_TIMEOUT_S = 2.0  # how long a write waits for another process's transaction, then goes on without
+# Answers are stored in transactions of PUT_ROWS answers or of what came in a second: one
+# commit per batch of 256 cost 60 us a row on this project's CI disk, one per 4,096 about 25
+# (a thread of its own gained nothing: the GIL). What a crash leaves unstored is in the run's
+# answers.jsonl already.
+PUT_ROWS, PUT_EVERY_S = 4096, 1.0
 
 
 class ResponseCache:
@@ -49,6 +96,8 @@ class ResponseCache:
         self.path = Path(path).expanduser() if path else default_path()
         self.writable = True
         self._said: set[str] = set()
+        self._pending: list[tuple[str, str, str, str, float]] = []
+        self._stored_at = time.monotonic()
         fix = f"clear it with `genrun-cache clear --path {self.path}`, or choose another cache.path (or cache=off)"
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,24 +156,44 @@ class ResponseCache:
         marks = ",".join("?" * len(keys))
         try:
             rows = self.db.execute(f"SELECT key, completion FROM responses WHERE key IN ({marks})", keys).fetchall()
-            return {key: completion_of(text) for key, text in rows if completion_of(text) is not None}
         except sqlite3.Error as exc:
             self._say_once("cannot be read:", exc)
             return {}
+        found = {}
+        for key, text in rows:
+            completion = completion_of(text)
+            if completion is not None:
+                found[key] = completion
+        return found
 
-    def put(self, entries: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
-        """(key, key parts, completion) triples, in one transaction. A write that fails (a
+    def put(self, entries: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """(key, messages digest, key text, completion) for each answer; stored in one
+        transaction with the others of the last second (see PUT_ROWS). A write that fails (a
         read-only or full disk, a database locked past the busy timeout) turns writes off for
         the rest of the run, said once: the answers themselves are already the run's."""
-        import sqlite3
-
-        if not entries or not self.writable:
+        if not self.writable:
             return
         now = time.time()
+        self._pending.extend((key, messages, text, json.dumps(completion), now)
+                             for key, messages, text, completion in entries)
+        if len(self._pending) >= PUT_ROWS or time.monotonic() - self._stored_at >= PUT_EVERY_S:
+            self.store()
+
+    def store(self) -> None:
+        """Write the answers put since the last store, in one transaction."""
+        import sqlite3
+
+        pending, self._pending, self._stored_at = self._pending, [], time.monotonic()
+        if not pending or not self.writable:
+            return
         try:
-            self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)",
-                                [(key, parts["messages"], json.dumps(parts, sort_keys=True), json.dumps(completion),
-                                  now) for key, parts, completion in entries])
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                self.db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?)", pending)
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             self._no_writes(exc)
 
@@ -156,7 +225,11 @@ class ResponseCache:
         return "an entry holds these messages, but differs in: " + "; ".join(differences(parts, best))
 
     def close(self) -> None:
-        self.db.close()
+        """Store what is pending, then close."""
+        try:
+            self.store()
+        finally:
+            self.db.close()
 
 
 def remove_cache_files(path: Path) -> None:
@@ -165,14 +238,22 @@ def remove_cache_files(path: Path) -> None:
         Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
+COMPLETION_FIELDS = tuple(f.name for f in dataclasses.fields(Completion))
+COMPLETION_KEYS = frozenset(COMPLETION_FIELDS)
+
+
 def completion_of(text: str) -> dict[str, Any] | None:
     """A stored completion, if it is one (a damaged entry is a miss)."""
     try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:  # what orjson does not read but json wrote (NaN)
+            value = json.loads(text)
+        except (TypeError, ValueError):
+            return None
+    except TypeError:
         return None
-    fields = {f.name for f in dataclasses.fields(Completion)}
-    if not isinstance(value, dict) or not set(value) <= fields:
+    if not isinstance(value, dict) or not value.keys() <= COMPLETION_KEYS:
         return None
     scores = value.get("loglikelihoods")
     if scores is None:
@@ -190,80 +271,3 @@ def differences(mine: Any, other: Any, prefix: str = "") -> list[str]:
         return [d for k in sorted(set(mine) | set(other))
                 for d in differences(mine.get(k), other.get(k), f"{prefix}{k}.")]
     return [] if mine == other else [f"{prefix.rstrip('.')} ({json.dumps(mine)} here, {json.dumps(other)} cached)"]
-
-
-class CachedBackend(Backend):
-    """A backend behind the response cache: each batch's cached rows are answered from it
-    (`cached` completions), the others by the backend, whose answers are then stored. Every
-    other attribute (batch size, concurrency, retry policy, classify) is the backend's."""
-
-    def __init__(self, backend: Backend, cache: ResponseCache, run_parts: dict[str, Any]) -> None:
-        self.inner, self.cache, self.run_parts = backend, cache, run_parts
-        for name in ("name", "batch_size", "concurrency", "retries", "base_delay"):
-            setattr(self, name, getattr(backend, name))
-        self.hits = 0
-
-    def classify(self, exc: Exception) -> Failure:
-        return self.inner.classify(exc)
-
-    def describe(self) -> dict[str, Any]:
-        return self.inner.describe()
-
-    def parts(self, messages: Any, seed: int | None) -> dict[str, Any]:
-        """What decides a row's answer: the run's backend, model, sampling and extra settings,
-        the row's messages (images are in them as data URLs, so by content) and its seed."""
-        return {**self.run_parts, "messages": digest(messages), "seed": seed}
-
-    async def generate_batch(self, conversations: list[Messages], seeds: list[int] | None = None) -> list[Completion]:
-        parts = [self.parts(c, seeds[i] if seeds else None) for i, c in enumerate(conversations)]
-        keys = [digest(p) for p in parts]
-        found = self.cache.get(keys)
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        answered: list[Completion] = []
-        if missing:
-            missing_seeds = [seeds[i] for i in missing] if seeds else None
-            batch = [conversations[i] for i in missing]
-            answered = await (self.inner.generate_batch(batch, missing_seeds) if missing_seeds
-                              else self.inner.generate_batch(batch))
-            self.cache.put([(keys[i], parts[i], dataclasses.asdict(c)) for i, c in zip(missing, answered)
-                            if c.error is None and c.answer is not None])
-        self.hits += len(conversations) - len(missing)
-        by_position = dict(zip(missing, answered))
-        return [by_position[i] if i in by_position else from_cache(found[keys[i]]) for i in range(len(conversations))]
-
-    async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
-        """mode=choice, keyed by the context and every continuation."""
-        return await self._scored(rows, [{"messages": digest(context), "continuations": digest(continuations)}
-                                         for context, continuations in rows], self.inner.loglikelihood_batch)
-
-    async def loglikelihood_rolling_batch(self, texts: list[str]) -> list[Completion]:
-        """mode=perplexity, keyed by the text and that it is scored whole."""
-        return await self._scored(texts, [{"messages": digest(text), "rolling": True} for text in texts],
-                                  self.inner.loglikelihood_rolling_batch)
-
-    async def _scored(self, items: list[Any], keyed_by: list[dict[str, Any]],
-                      score: Callable[[list[Any]], Awaitable[list[Completion]]]) -> list[Completion]:
-        """Log-likelihood rows from the cache where it has them; the others scored and stored."""
-        parts = [{**self.run_parts, **p} for p in keyed_by]
-        keys = [digest(p) for p in parts]
-        found = self.cache.get(keys)
-        missing = [i for i, key in enumerate(keys) if key not in found]
-        answered = await score([items[i] for i in missing]) if missing else []
-        self.cache.put([(keys[i], parts[i], dataclasses.asdict(c)) for i, c in zip(missing, answered)
-                        if c.error is None and c.loglikelihoods is not None])
-        self.hits += len(items) - len(missing)
-        by_position = dict(zip(missing, answered))
-        return [by_position.get(i) or from_cache(found[keys[i]]) for i in range(len(items))]
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-    def close(self) -> None:
-        self.inner.close()
-        self.cache.close()
-
-
-def from_cache(stored: dict[str, Any]) -> Completion:
-    scores = stored.get("loglikelihoods")
-    return Completion(**{**stored, "cached": True,
-                         "loglikelihoods": None if scores is None else [Scored(**s) for s in scores]})

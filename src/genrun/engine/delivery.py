@@ -11,7 +11,8 @@ from typing import Any, Callable, Iterable
 
 from genrun.backend.base import Backend
 from genrun.backend.build import build, class_of, for_batch_file
-from genrun.backend.response_cache import CachedBackend, ResponseCache
+from genrun.backend.cached import CachedBackend
+from genrun.backend.response_cache import ResponseCache
 from genrun.backend.structured import json_schema
 from genrun.engine import batch_files
 from genrun.engine.scheduler import OnAnswer, answer

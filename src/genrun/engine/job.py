@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from genrun.backend.base import Backend, Completion
-from genrun.backend.response_cache import CachedBackend
+from genrun.backend.cached import CachedBackend
 from genrun.dataset import local_files, open_rows
 from genrun.engine import batch_files
 from genrun.engine.delivery import Delivery, choose, json_constraint
