@@ -20,7 +20,7 @@ from genrun.backend.base import (
     split_known,
     template_hash,
 )
-from genrun.backend.local_model import check_model_path, gguf_file, load_image, parse_gpu_ids
+from genrun.backend.local_model import check_model_path, gguf_file, load_image, only_these_gpus, parse_gpu_ids
 from genrun.backend.sampling import check_sampling
 from genrun.errors import RowError, UserError, one_line
 
@@ -86,6 +86,7 @@ class HFBackend(Backend):
         self._use(sampling, extra, batch_size)
         self.model_path = model_name_or_path
         seed = drop_none(sampling).get("seed", seed)
+        gpu_ids = only_these_gpus(gpu_ids)
 
         import torch
         import transformers

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,17 @@ def parse_gpu_ids(gpu_ids: str | int | None) -> list[int] | None:
         return [int(part) for part in str(gpu_ids).replace(" ", "").split(",") if part]
     except ValueError:
         raise UserError(f"backend.gpu_ids={gpu_ids!r} is not a list of GPU numbers like \"0,1\"") from None
+
+
+def only_these_gpus(gpu_ids: str | int | None) -> str | int | None:
+    """backend.gpu_ids as vllm takes them: before torch starts, the process is shown only those
+    GPUs (CUDA_VISIBLE_DEVICES), which it then numbers from 0. Where torch is loaded already
+    (a judge in the same process, genrun-serve), the model is placed on them instead."""
+    ids = parse_gpu_ids(gpu_ids)
+    if ids is None or "torch" in sys.modules:
+        return gpu_ids
+    os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, ids))
+    return ",".join(str(i) for i in range(len(ids)))
 
 
 def looks_local(path: str) -> bool:
