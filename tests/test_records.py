@@ -220,3 +220,5 @@ def test_a_journal_line_is_json_of_the_record_whatever_it_holds() -> None:
     assert json.loads(journal_line({"index": 1, "meta": {1: "x"}})) == {"index": 1, "meta": {"1": "x"}}
     assert json.loads(journal_line({"index": 1, "big": 2**70})) == {"index": 1, "big": 2**70}
     assert json.loads(journal_line({"index": 1, "score": math.nan})) == {"index": 1, "score": None}  # strict JSON
+    # a server's "\ud800" escape: before, the UTF-8 encoding raised and the run died with a traceback
+    assert json.loads(journal_line({"index": 1, "answer": "a\ud800b"})) == {"index": 1, "answer": "a\ud800b"}

@@ -27,12 +27,9 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
-    def parts(self, messages: Any, seed: int | None) -> dict[str, Any]:
-        """What decides a row's answer: the run's backend, model, sampling and extra settings,
-        the row's messages (images are in them as data URLs, so by content) and its seed."""
-        return {**self.run_parts, "messages": digest(messages), "seed": seed}
-
     async def generate_batch(self, conversations: list[Messages], seeds: list[int] | None = None) -> list[Completion]:
+        # What decides a row's answer: the run's parts (backend, model, sampling, extra), the
+        # row's messages (images are in them as data URLs, so by content) and its seed.
         own = [{"messages": digest(c), "seed": seeds[i] if seeds else None} for i, c in enumerate(conversations)]
         texts = [self.key_parts.text(o) for o in own]
         keys = [sha256(t) for t in texts]
@@ -80,8 +77,6 @@ class CachedBackend(Backend):
     def close(self) -> None:
         self.inner.close()
         self.cache.close()
-
-
 
 
 def stored(completion: Completion) -> dict[str, Any]:

@@ -37,11 +37,12 @@ _encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
 def journal_line(record: dict[str, Any]) -> bytes:
     """A record as answers.jsonl holds it: one line of strict JSON, UTF-8 (a number that is
     not finite, NaN or Infinity, is null). orjson writes it in a tenth of json's time; what it
-    refuses (keys that are not strings, integers beyond 64 bits) json writes."""
+    refuses (keys that are not strings, integers beyond 64 bits, text with a lone surrogate,
+    which a server's JSON escapes can carry) json writes, a lone surrogate as its \\u escape."""
     try:
         return orjson.dumps(record, default=str, option=_ORJSON_OPTIONS)
     except TypeError:
-        return (_encode(record) + "\n").encode("utf-8")
+        return (_encode(record) + "\n").encode("utf-8", errors="backslashreplace")
 
 
 def read_records(path: Path) -> Iterator[dict[str, Any]]:

@@ -37,5 +37,5 @@ def make_record(request: Request, completion: Completion, latency: float | None,
         record.update(answers=completion.answers, finish_reasons=completion.finish_reasons)
     if reference is not None:
         record["reference"] = reference
-    score_record(record, scorer, fresh=True)
+    score_record(record, scorer)
     return record

@@ -95,12 +95,10 @@ def references(value: Any) -> list[str]:
     return [str(value)]
 
 
-def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS,
-          golds: list[str] | None = None) -> dict[str, Any]:
-    """Best score over the references for each metric; flags unclosed thinking. golds: the
-    references already normalised (a row's samples share them)."""
+def score(answer: str, reference: Any, metrics: Iterable[str] = METRICS) -> dict[str, Any]:
+    """Best score over the references for each metric; flags unclosed thinking."""
     said, unclosed = normalized_answer(answer)
-    return score_normalized(said, unclosed, normalized_references(reference) if golds is None else golds, metrics)
+    return score_normalized(said, unclosed, normalized_references(reference), metrics)
 
 
 def normalized_answer(answer: str) -> tuple[str, bool]:

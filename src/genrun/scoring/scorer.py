@@ -78,10 +78,9 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 - regex.error: the user's pattern
                 raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
 
-    def score(self, answer: str, reference: Any, golds: list[str] | None = None) -> tuple[str | None, dict[str, Any]]:
-        """golds: the references normalised, given when several samples share them."""
+    def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
         if self._extract is None:
-            return None, score(answer, reference, self.metrics, golds)
+            return None, score(answer, reference, self.metrics)
         text, unclosed = strip_thinking(answer)
         extracted = self._extract(text)
         golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
@@ -119,19 +118,17 @@ def sample_metrics(main: str, sample_scores: list[dict[str, Any]], votes: list[s
     return result
 
 
-def score_record(record: dict[str, Any], scorer: Scorer, fresh: bool = False) -> None:
+def score_record(record: dict[str, Any], scorer: Scorer) -> None:
     """Set a record's `extracted` and `scores` from its answer(s) and reference. With several
     samples (`answers`), each sample is scored (`sample_scores`), a metric's row score is its
     mean over the samples, and pass@k and maj@n are added. A judge's verdict is kept.
 
     Scoring never loses an answer: a row that cannot be scored (a pattern that runs too long
-    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`.
-    fresh: a record just made, with no scores of its own yet (nothing to remove first)."""
+    on it, an answer of a shape no metric reads) keeps its answer and gets `scoring_error`."""
     old = record.get("scores") or {}
-    if not fresh:
-        record.pop("scoring_error", None)
+    record.pop("scoring_error", None)
     try:
-        _score_record(record, scorer, fresh)
+        _score_record(record, scorer)
     except Exception as exc:  # noqa: BLE001 - one row's scoring, never the run
         for key in ("extracted", "sample_extracted", "sample_scores", "scores"):
             record.pop(key, None)
@@ -167,7 +164,7 @@ def _score_text(record: dict[str, Any], scorer: Scorer) -> None:
                         for m in scorer.metrics if m in PERPLEXITY_METRICS}
 
 
-def _score_record(record: dict[str, Any], scorer: Scorer, fresh: bool = False) -> None:
+def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
     if record.get("loglikelihoods") is not None:
         record.pop("scores", None)
         record.pop("perplexity", None)
@@ -175,9 +172,8 @@ def _score_record(record: dict[str, Any], scorer: Scorer, fresh: bool = False) -
             return _score_text(record, scorer)
         return _score_choices(record, scorer)
     old = record.pop("scores", None) or {}
-    if not fresh:
-        for key in ("extracted", "sample_extracted", "sample_scores"):
-            record.pop(key, None)
+    for key in ("extracted", "sample_extracted", "sample_scores"):
+        record.pop(key, None)
     answers = record.get("answers") or ([record["answer"]] if record.get("answer") is not None else [])
     # a judge's verdict is kept; so is json_valid when this scorer does not compute it
     scores: dict[str, Any] = {k: v for k, v in old.items()
