@@ -134,7 +134,8 @@ def test_text_prompts_join_few_shot_examples_as_lm_eval_does(tmp_path: Path, tin
     assert result.returncode == 0, result.stderr[-3000:]
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, dtype="float32").eval()
-    for row, record in zip(rows, read_jsonl(out / "answers.jsonl")):
+    # the journal is in the order answers arrived, not the rows' order
+    for row, record in zip(rows, sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])):
         text = f"Answer briefly.\n\n1+1= 2\n\n{row['q']}"
         assert record["messages_sent"] == text
         ids = tokenizer(text, return_tensors="pt")
@@ -312,7 +313,8 @@ def test_text_prompts_on_vllms_server_go_to_the_completions_endpoint(tmp_path: P
                      f"hydra.run.dir={out}")
     assert result.returncode == 0, result.stderr[-3000:]
     tokenizer = transformers.AutoTokenizer.from_pretrained(tiny_model)
-    for row, record in zip(rows, read_jsonl(out / "answers.jsonl")):
+    # the journal is in the order answers arrived, not the rows' order
+    for row, record in zip(rows, sorted(read_jsonl(out / "answers.jsonl"), key=lambda r: r["index"])):
         # the text as it is: no chat template around it (a template would add its own tokens)
         assert record["prompt_tokens"] == len(tokenizer.encode(row["q"]))
         # greedy, but vLLM's CPU batching can tip a near-tie to the end token before the 4th
