@@ -134,6 +134,15 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
+    def per_server(self) -> dict[str, dict[str, int]] | None:
+        """With several servers (backend=openai, base_url a list): metrics.json's `servers`, each
+        one's requests answered and failed and the times it was set aside. None otherwise."""
+        return None
+
+    def live_counts(self) -> dict[str, str]:
+        """What the progress line shows of the backend itself (each server's answers so far)."""
+        return {}
+
     def reconfigured(self, sampling: Mapping[str, Any] | None, extra: Mapping[str, Any] | None) -> Backend | None:
         """The same engine answering with other sampling and chat-template settings, sharing its
         memory (genrun-serve gives each session its own settings and one engine); closing it

@@ -27,6 +27,12 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def per_server(self) -> dict[str, dict[str, int]] | None:
+        return self.inner.per_server()
+
+    def live_counts(self) -> dict[str, str]:
+        return self.inner.live_counts()
+
     async def generate_batch(self, conversations: list[Messages], seeds: list[int] | None = None) -> list[Completion]:
         # What decides a row's answer: the run's parts (backend, model, sampling, extra), the
         # row's messages (images are in them as data URLs, so by content) and its seed.

@@ -1,8 +1,9 @@
 """Any OpenAI-compatible server, through the official SDK's AsyncOpenAI: chat completions,
 and for prompts as text (chat_template=false, mode=choice) the completions endpoint.
 
-One request per row; the engine keeps `concurrency` of them in flight and applies the retry
-policy, using classify() below. The SDK's own retries are off so only that policy applies.
+One request per row; the engine keeps `concurrency` of them in flight (per server, with
+several base URLs: servers.py spreads them) and applies the retry policy, using classify()
+below. The SDK's own retries are off so only that policy applies.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from genrun.backend.openai_responses import (
     prompt_logprobs_of,
     samples_of,
 )
-from genrun.backend.pacing import Pacer, Window
+from genrun.backend.pacing import Pacer
+from genrun.backend.servers import Server, Servers
 from genrun.backend.sampling import check_sampling
 from genrun.errors import UserError, one_line
 
@@ -50,16 +52,16 @@ class OpenAIBackend(Backend):
     takes_batch_jobs = True
     takes_text = True
     operational = frozenset({"base_url", "api_key", "concurrency", "retries", "base_delay", "timeout", "rpm", "tpm",
-                             "prices", "batch", "batch_poll_s"})
+                             "prices", "batch", "batch_poll_s", "set_aside_s"})
 
     def __init__(
         self,
         model_name: str,
         sampling: Mapping[str, Any] | None = None,
         extra: Mapping[str, Any] | None = None,
-        base_url: str = "http://localhost:8000/v1",
+        base_url: str | list[str] = "http://localhost:8000/v1",  # a list: several servers answer the run
         api_key: str | None = None,  # None: OPENAI_API_KEY, read here so no config ever holds it
-        concurrency: int = 8,
+        concurrency: int = 8,  # requests in flight, per server
         retries: int = 3,
         base_delay: float = 1.0,
         timeout: float = 600.0,  # seconds per request attempt
@@ -71,6 +73,7 @@ class OpenAIBackend(Backend):
         seed: int | None = None,  # the run's seed; sent only when sampling.seed is set
         batch: bool = False,  # send the run as one Batch API job instead of request by request
         batch_poll_s: float = 30.0,  # seconds between looks at the batch's status
+        set_aside_s: float = 5.0,  # a server that stopped answering waits this long (doubling) to be tried again
     ) -> None:
         if concurrency < 1:
             raise UserError(f"backend.concurrency must be at least 1, got {concurrency}")
@@ -80,6 +83,12 @@ class OpenAIBackend(Backend):
             raise UserError(f"backend.batch_poll_s must be a positive number of seconds, got {batch_poll_s}")
         if timeout <= 0:
             raise UserError(f"backend.timeout must be a positive number of seconds, got {timeout}")
+        if set_aside_s <= 0:
+            raise UserError(f"backend.set_aside_s must be a positive number of seconds, got {set_aside_s}")
+        urls = base_urls(base_url)
+        if batch and len(urls) > 1:
+            raise UserError("backend.batch=true sends the run as one Batch job to one server; give backend.base_url "
+                            "one URL, or set backend.batch=false")
         for key, value in (("rpm", rpm), ("tpm", tpm)):
             if value is not None and value <= 0:
                 raise UserError(f"backend.{key} must be a positive number per minute (or null for no limit), "
@@ -100,29 +109,39 @@ class OpenAIBackend(Backend):
         self.extra_body = dict(extra_body)  # what a log-likelihood request sends besides its own keys
         self.model_name = model_name
         self.base_url = base_url
+        self.shown_url = ", ".join(credentials.redact_url(u) for u in urls)
         # Local servers accept any key; the SDK insists on one.
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-        self.concurrency, self.retries = concurrency, retries
+        self.servers = Servers(urls, concurrency, set_aside_s)
+        self.concurrency, self.retries = concurrency * len(urls), retries
         self.base_delay, self.timeout = base_delay, timeout
-        self._client: Any = None
         self.batch, self.batch_poll_s = batch, batch_poll_s
         self._said_no_n = False
         self.max_tokens = int(sampling.get("max_tokens") or sampling.get("max_completion_tokens") or 1024)
         self.pacer = Pacer(rpm, tpm, self.max_tokens * int(sampling.get("n", 1)))
-        self.window = Window(concurrency)
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model_name, "base_url": credentials.redact_url(self.base_url)}
+        shown = [s.shown for s in self.servers.all]
+        return {"model": self.model_name, "base_url": shown[0] if len(shown) == 1 else shown}
+
+    def per_server(self) -> dict[str, dict[str, int]] | None:
+        return self.servers.counts() if len(self.servers) > 1 else None
+
+    def live_counts(self) -> dict[str, str]:
+        return self.servers.live() if len(self.servers) > 1 else {}
 
     def client(self) -> Any:
-        """The SDK's AsyncOpenAI client, made on first use in the running event loop."""
-        if self._client is None:
+        """The first server's client (a Batch job's: backend.batch takes one base URL)."""
+        return self._client_of(self.servers.all[0])
+
+    def _client_of(self, server: Server) -> Any:
+        """A server's AsyncOpenAI client, made on first use in the running event loop."""
+        if server.client is None:
             from openai import AsyncOpenAI
 
-            self._client = AsyncOpenAI(
-                base_url=self.base_url, api_key=self.api_key, timeout=self.timeout, max_retries=0
-            )
-        return self._client
+            server.client = AsyncOpenAI(base_url=server.url, api_key=self.api_key, timeout=self.timeout,
+                                        max_retries=0)
+        return server.client
 
     async def generate_batch(self, conversations: list[Messages],
                              seeds: list[int] | None = None) -> list[Completion]:
@@ -135,7 +154,7 @@ class OpenAIBackend(Backend):
         if missing > 0:  # a server that ignores `n`: the other samples one request each
             if not self._said_no_n:
                 log.warning("%s returned %d of n=%d samples: asking for the rest one request each",
-                            credentials.redact_url(self.base_url), len(samples), self.params["n"])
+                            self.shown_url, len(samples), self.params["n"])
                 self._said_no_n = True
             single = {k: v for k, v in params.items() if k != "n"}
             if seed is not None:  # each extra sample a seed of its own, still fixed by the row's
@@ -153,33 +172,49 @@ class OpenAIBackend(Backend):
         estimate = len(json.dumps(messages)) // 4 + self.max_tokens * int(params.get("n", 1))
         body = self.body or None
         if isinstance(messages, str):
-            response = await self._send(estimate, lambda: self.client().completions.create(
+            response = await self._send(estimate, lambda client: client.completions.create(
                 model=self.model_name, prompt=messages, extra_body=body, **params))
         else:
-            response = await self._send(estimate, lambda: self.client().chat.completions.create(
+            response = await self._send(estimate, lambda client: client.chat.completions.create(
                 model=self.model_name, messages=messages, extra_body=body, **params))
         samples = samples_of(response, text=isinstance(messages, str))  # first: another shape has no usage
         await self._succeeded(response, estimate)
         return samples
 
-    async def _send(self, estimate: int, send: Callable[[], Awaitable[Any]]) -> Any:
-        """One request in the concurrency window, paced, within the attempt's deadline."""
+    async def _send(self, estimate: int, send: Callable[[Any], Awaitable[Any]]) -> Any:
+        """One request in a server's concurrency window, paced, within the attempt's deadline.
+        With several servers, a request the server failed through its own fault (see
+        server_fault) is sent at once to another it has not tried; when it has tried them all,
+        the last error is the scheduler's to retry."""
         import openai
 
-        async with self.window:
-            await self.pacer.wait(estimate)
+        tried: set[Server] = set()
+        while True:
+            server = await self.servers.take(tried)
+            assert server is not None  # tried is never all of them here
+            sent = time.monotonic()
             try:
+                await self.pacer.wait(estimate)
                 # The deadline of the whole attempt, body included: the client's own timeout is
                 # per read, so a server that trickles a byte a second would never time out.
                 async with asyncio.timeout(self.timeout):
-                    return await send()
-            except openai.RateLimitError as exc:
-                if _retry_after(exc.response.headers) is None:
-                    self.window.overloaded()
-                raise
+                    response = await send(self._client_of(server))
+                self.servers.answered(server, sent)
+                return response
+            except Exception as exc:
+                if isinstance(exc, openai.RateLimitError) and _retry_after(exc.response.headers) is None:
+                    self.servers.overloaded(server)
+                fault = server_fault(exc, self.timeout)
+                if fault is None:
+                    raise
+                self.servers.failed(server, sent, *fault)
+                tried.add(server)
+                if len(tried) == len(self.servers):
+                    raise
+            finally:
+                await self.servers.give_back(server)
 
     async def _succeeded(self, response: Any, estimate: int) -> None:
-        self.window.succeeded()
         await self.pacer.used(estimate, count(getattr(response.usage, "total_tokens", None)))
 
     async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
@@ -198,10 +233,10 @@ class OpenAIBackend(Backend):
         moved = context[len(kept):]
         prompts = [kept, *(kept + moved + c for c in continuations)]
         estimate = sum(map(len, prompts)) // 4 + len(prompts)
-        response = await self._send(estimate, lambda: self.client().completions.create(
+        response = await self._send(estimate, lambda client: client.completions.create(
             model=self.model_name, prompt=prompts, max_tokens=1, temperature=0, logprobs=1, echo=True,
             extra_body=self.extra_body or None))
-        echoed = prompt_logprobs_of(response, prompts, credentials.redact_url(self.base_url))
+        echoed = prompt_logprobs_of(response, prompts, self.shown_url)
         await self._succeeded(response, estimate)
         context_tokens = len(echoed[0][0]) - 1  # less the one generated token
         if any(len(logprobs) < context_tokens + 2 for logprobs, _ in echoed[1:]):  # no continuation token left
@@ -253,12 +288,12 @@ class OpenAIBackend(Backend):
             message = self._redact(f"HTTP {status}: {error_message(exc)}")
             if status in AUTH_STATUS:
                 return Failure(
-                    f"{credentials.redact_url(self.base_url)} rejected the API key ({message}); set OPENAI_API_KEY "
+                    f"{self.shown_url} rejected the API key ({message}); set OPENAI_API_KEY "
                     "or backend.api_key", no_row_can_succeed=True,
                 )
             if status == 404:  # a wrong model name or base_url: every request would fail the same way
                 return Failure(f"{message} (check backend.model_name={self.model_name!r} and "
-                               f"backend.base_url={credentials.redact_url(self.base_url)!r})", no_row_can_succeed=True)
+                               f"backend.base_url={self.shown_url!r})", no_row_can_succeed=True)
             retryable = status in RETRYABLE_STATUS or status >= 500
             return Failure(message, retryable=retryable, retry_after=_retry_after(exc.response.headers))
         if isinstance(exc, ServerSaidError):
@@ -277,10 +312,36 @@ class OpenAIBackend(Backend):
     async def aclose(self) -> None:
         # The client belongs to the event loop it was used in: close it there.
         self.pacer.reset()
-        self.window.reset()
-        if self._client is not None:
-            client, self._client = self._client, None
+        for client in self.servers.reset():
             await client.close()
+
+
+def base_urls(base_url: str | list[str]) -> list[str]:
+    """backend.base_url as a list of URLs: one, or the several servers that answer the run."""
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
+        raise UserError(f"backend.base_url must be a URL or a list of URLs, e.g. [http://a:8000/v1,http://b:8000/v1]; "
+                        f"got {credentials.redact_url(str(base_url))!r}")
+    if len({u.rstrip('/') for u in urls}) != len(urls):
+        raise UserError("backend.base_url lists the same server twice; list each server once")
+    return urls
+
+
+def server_fault(exc: BaseException, timeout: float) -> tuple[str, bool] | None:
+    """Why a request failed through its server's fault (it is down, hangs or breaks), and
+    whether the connection was refused; None for the row's or the client's fault (4xx, a 429,
+    an answer of the wrong shape), which another server would not change."""
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        return f"no answer within {timeout:g}s", False
+    if isinstance(exc, openai.APIConnectionError):
+        # the SDK's HTTP client (httpx, or its fork httpx2) says ConnectError: no connection was made
+        refused = type(exc.__cause__).__name__ == "ConnectError"
+        return ("connection refused" if refused else "connection lost"), refused
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return f"HTTP {exc.status_code}", False
+    return None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

@@ -55,6 +55,7 @@ class Job:
         self.new_rows = self.new_tokens = 0
         self.wall = 0.0
         self.record: dict[str, Any] | None = None  # run.json, once written
+        self.servers: dict[str, dict[str, int]] | None = None  # metrics.json's, with several servers
 
     def run(self, backend: Backend | None) -> dict[str, Any]:
         saved = self.check_resumable()
@@ -127,12 +128,13 @@ class Job:
             self.record = self.run_record(backend)
             write_json(self.out_dir / "run.json", self.record)
             total = None if self.rows.total is None else max(self.rows.total - len(self.answers.done), 0)
-            progress = Progress(total)
+            progress = Progress(total, backend.live_counts)
             started = time.perf_counter()
             try:
                 self.delivery.deliver(backend, requests, self.on_answer(progress), progress.retrying, progress.say)
             finally:
                 self.wall = time.perf_counter() - started
+                self.servers = backend.per_server()
         except FatalBackendError as exc:  # the rows left can be resumed
             return FatalBackendError(f"{exc} (answers so far are in {self.out_dir}; resume={self.out_dir} finishes "
                                      "the run)")
@@ -176,6 +178,8 @@ class Job:
         metrics = status.collect(totals, wall=self.wall, new_rows=self.new_rows,
                                  new_tokens=self.new_tokens, dataset_rows=self.rows.scanned,
                                  stopped=stopped)
+        if self.servers:  # this session's requests, server by server
+            metrics["servers"] = self.servers
         try:
             write_json(self.out_dir / "metrics.json", metrics)
             if self.record is not None:

@@ -7,7 +7,7 @@ row cost more than the rest of genrun's work on the row."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from genrun.backend.base import Completion
 
@@ -15,9 +15,10 @@ REDRAW_S = 0.5
 
 
 class Progress:
-    def __init__(self, total: int | None) -> None:
+    def __init__(self, total: int | None, backend_counts: Callable[[], dict[str, str]] = dict) -> None:
         from tqdm import tqdm
 
+        self.backend_counts = backend_counts  # e.g. each server's answers (backend.live_counts)
         self.bar = tqdm(total=total, unit="row", desc="genrun", dynamic_ncols=True, mininterval=REDRAW_S)
         self.live = {"failed": 0, "retrying": 0, "cached": 0}
         self.tokens = 0
@@ -45,7 +46,8 @@ class Progress:
     def redraw(self, now: float) -> None:
         elapsed = max(self.bar.format_dict["elapsed"], 1e-3)
         live = {k: v for k, v in self.live.items() if v}
-        self.bar.set_postfix({self.rate_name: round(self.tokens / elapsed), **live}, refresh=False)
+        self.bar.set_postfix({self.rate_name: round(self.tokens / elapsed), **live, **self.backend_counts()},
+                             refresh=False)
         self.bar.update(self.pending)
         self.pending, self.drawn = 0, now
 

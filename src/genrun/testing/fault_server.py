@@ -21,18 +21,23 @@ SLOW_S = 1.5
 
 class FaultServer:
     def __init__(self, status_for_all: int | None = None, work_s: float = 0.05,
-                 reply: str | list[str] | None = None, seed: int = 0) -> None:
+                 reply: str | list[str] | None = None, seed: int = 0, port: int = 0,
+                 capacity: int | None = None) -> None:
         self.status_for_all = status_for_all
         # A model that always gives this answer (scoring tests), or one of these at random, as
         # many as the request's `n`; None: "answer to <prompt>", one choice whatever `n` asks.
         self.reply = reply
         self.random = random.Random(seed)
         self.work_s = work_s  # how long a normal answer takes, as a model would
+        # At most this many answers worked on at once (an engine's batch), the others queue: a
+        # server that is the bottleneck, whatever the client's concurrency. None: no limit.
+        self.capacity = threading.Semaphore(capacity) if capacity else None
         self.lock = threading.Lock()
         self.in_flight = self.max_in_flight = 0
         self.attempts: dict[str, list[float]] = defaultdict(list)  # prompt -> arrival times
         self.auth_headers: set[str] = set()
         self.bodies: list[dict] = []
+        self.killed = False
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +47,10 @@ class FaultServer:
                 pass
 
             def do_POST(self) -> None:
+                if server.killed:  # as a killed process would: no answer, the connection gone
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if "prompt" in body:  # the completions endpoint: answered as a server without echo would
                     with server.lock:
@@ -68,7 +77,8 @@ class FaultServer:
             def handle_error(self, request, client_address) -> None:
                 pass  # clients that time out or hang up are part of the test
 
-        self.httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.httpd = QuietServer(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -78,6 +88,13 @@ class FaultServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        if not self.killed:
+            self.kill()
+
+    def kill(self) -> None:
+        """Stop as a killed server would: new connections refused, open ones hung up on. A
+        FaultServer(port=this one's port) brings it back."""
+        self.killed = True
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -121,7 +138,10 @@ class FaultServer:
             handler.close_connection = True
             handler.connection.shutdown(2)  # hang up without an answer
             return
-        if self.work_s:
+        if self.work_s and self.capacity is not None:
+            with self.capacity:
+                time.sleep(self.work_s)
+        elif self.work_s:
             time.sleep(self.work_s)  # so requests overlap
         if isinstance(self.reply, list):
             with self.lock:
