@@ -34,6 +34,7 @@ BENCHES = {
     # builds a 1M- and a 10M-row run once (about 3 GB in GENRUN_BENCH_DIR)
     "big_run": ["big_run", "--rows", "1000000", "10000000", "--repeats", "2"],
     "ceiling": ["ceiling", "--rows", "200000", "--repeats", "2"],
+    "many_servers": ["many_servers"],
 }
 MODELS = {"tiny": "tiny model", "demo": "SmolLM2-135M"}
 SCRIPTS = list(BENCHES)
@@ -139,6 +140,15 @@ def tables(results: dict[str, dict]) -> str:
                        f"and writes each record, {c['rows']:,} rows | {r(x['genrun_rows_per_s'], 0)} vs "
                        f"{r(x['floor_rows_per_s'], 0)} rows/s, **{r(x['floor_ratio'], 2)}x the floor**, peak RSS "
                        f"{x['peak_rss_mib']:.0f} MiB | ≥ 30,000 rows/s, ≤ 3x |")
+    s2 = ok(results, "many_servers")
+    if s2:
+        for label, x in s2["by_pair"].items():
+            expect = "≈ 2" if "equal" in label else "≈ 1.5, share ≈ 0.33"
+            out.append(f"| 9. Two servers vs one, {label} | genrun `backend.base_url` two URLs vs one, servers of "
+                       f"capacity {s2['capacity']} x {s2['work_ms']:g} ms a row, {x['rows']} rows | "
+                       f"{r(x['genrun_rows_per_s'])} vs {r(x['baseline_rows_per_s'])} rows/s, ratio "
+                       f"**{r(x['ratio'], 2)}**, the second server's share of rows {r(x['second_share'], 2)} | "
+                       f"{expect} |")
     for name, x in results.items():
         if "error" in x:
             out.append(f"| {name} | did not run | {x['error']} | |")
