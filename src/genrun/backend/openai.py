@@ -29,8 +29,8 @@ from genrun.backend.openai_responses import (
     samples_of,
 )
 from genrun.backend.pacing import Pacer
-from genrun.backend.servers import Server, Servers
 from genrun.backend.sampling import check_sampling
+from genrun.backend.servers import Server, Servers
 from genrun.errors import UserError, one_line
 
 # Sampling keys the chat-completions endpoint takes as parameters; any other sampling key
