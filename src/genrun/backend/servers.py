@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from genrun import credentials
 from genrun.backend.pacing import Window
+from genrun.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -146,3 +147,32 @@ class Servers:
                 clients.append(server.client)
                 server.client = None
         return clients
+
+
+def base_urls(base_url: str | list[str]) -> list[str]:
+    """backend.base_url as a list of URLs: one, or the several servers that answer the run."""
+    urls = [base_url] if isinstance(base_url, str) else list(base_url)
+    if not urls or not all(isinstance(u, str) and u.strip() for u in urls):
+        raise UserError(f"backend.base_url must be a URL or a list of URLs, e.g. [http://a:8000/v1,http://b:8000/v1]; "
+                        f"got {credentials.redact_url(str(base_url))!r}")
+    if len({u.rstrip('/') for u in urls}) != len(urls):
+        raise UserError("backend.base_url lists the same server twice; list each server once")
+    return urls
+
+
+def server_fault(exc: BaseException, timeout: float) -> tuple[str, bool] | None:
+    """Why a request failed through its server's fault (it is down, hangs or breaks), and
+    whether the connection was refused; None for the row's or the client's fault (4xx, a 429,
+    an answer of the wrong shape), which another server would not change."""
+    import openai
+
+    if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
+        return f"no answer within {timeout:g}s", False
+    if isinstance(exc, openai.APIConnectionError):
+        # the SDK's HTTP client (httpx, or its fork httpx2) says ConnectError: no connection was made
+        refused = type(exc.__cause__).__name__ == "ConnectError"
+        return ("connection refused" if refused else "connection lost"), refused
+    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
+        return f"HTTP {exc.status_code}", False
+    return None
+
