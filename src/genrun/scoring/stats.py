@@ -48,10 +48,12 @@ def wilson(successes: float, n: int, z: float = Z95) -> list[float]:
 
 
 def bootstrap(values: Sequence[float], resamples: int = RESAMPLES, seed: int = SEED) -> list[float]:
-    """Percentile bootstrap of the mean, resampling in chunks so memory stays bounded."""
+    """Percentile bootstrap of the mean, resampling in chunks so memory stays bounded. The
+    values are sorted first: the interval depends on which values there are, not on the order
+    they came in (a run's journal holds answers as they arrive; shards merge in row order)."""
     import numpy as np
 
-    data = np.asarray(values, dtype=float)
+    data = np.sort(np.asarray(values, dtype=float))
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, 2_000_000 // len(data)))  # about 32 MB of indices and values at a time
     means = []
