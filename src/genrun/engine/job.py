@@ -9,6 +9,7 @@ process (its exit code) is the CLI's business.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -124,6 +125,11 @@ class Job:
         owns = backend is None
         progress: Progress | None = None
         try:
+            first = next(requests, None)
+            if first is None and self.answers.done:  # a finished run resumed (a sweep's finished shard): no engine
+                log.info("every row of %s is answered already", self.out_dir)
+                return None
+            requests = itertools.chain([] if first is None else [first], requests)
             backend = backend or self.delivery.backend()
             self.record = self.run_record(backend)
             write_json(self.out_dir / "run.json", self.record)
