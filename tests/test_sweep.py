@@ -54,9 +54,11 @@ def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
     result = run_cli("experiment=tiny", "dataset=default", f"dataset.path={data}", "-m", "dataset.num_shards=4",
                      "dataset.shard_index=0,1,2,3", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
-    shards = sorted(p.parent for p in sweep.glob("*/answers.jsonl"))
+    shards = sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml"))
     sizes = sorted(len(read_jsonl(s / "answers.jsonl")) for s in shards)
     assert sizes == [2, 2, 3, 3]
+    # the sweep merged itself too
+    assert [r["prompt"] for r in read_jsonl(sweep / "merged" / "answers.jsonl")] == [f"q{i}" for i in range(10)]
     merged = tmp_path / "merged.jsonl"
     assert merge(shards, merged) == 10
     assert [r["prompt"] for r in read_jsonl(merged)] == [f"q{i}" for i in range(10)]
@@ -72,3 +74,63 @@ def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path) -> None:
     jobs = sorted(tmp_path.glob("*/metrics.json"))
     assert len(jobs) == 2 and all(json.loads(j.read_text())["answered"] == 2 for j in jobs)
     assert (tmp_path / "summary.csv").exists()
+
+
+def capitals(tmp_path: Path, n: int = 30) -> Path:
+    return write_jsonl(tmp_path / "d.jsonl", [{"id": f"q{i}", "prompt": f"Capital, take {i}?",
+                                               "ref": "Paris" if i % 3 else "Rome"} for i in range(n)])
+
+
+def capital_args(server_url: str, data: Path, *extra: str) -> list[str]:
+    return ["backend=openai", f"backend.base_url={server_url}", "backend.model_name=m", "dataset=default",
+            f"dataset.path={data}", "dataset.fields.reference=ref", "scoring.metrics=[accuracy,f1]", *extra]
+
+
+SAME_AS_ONE_RUN = ("rows", "answered", "failed", "dataset_rows", "prompt_tokens", "completion_tokens", "scores",
+                   "scores_ci95", "scores_rows", "status")
+
+
+def test_a_sweep_over_shards_alone_ends_merged_as_one_run(tmp_path: Path) -> None:
+    from genrun.testing.fault_server import FaultServer
+
+    data, sweep = capitals(tmp_path), tmp_path / "sweep"
+    with FaultServer(work_s=0, reply="The capital is Paris") as server:
+        whole = run_cli(*capital_args(server.url, data, f"hydra.run.dir={tmp_path / 'whole'}"))
+        sharded = run_cli(*capital_args(server.url, data, "-m", "dataset.num_shards=4", "dataset.shard_index=0,1,2,3",
+                                        f"hydra.sweep.dir={sweep}"))
+    assert whole.returncode == 0 and sharded.returncode == 0, sharded.stderr[-3000:]
+    one = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    merged = json.loads((sweep / "merged" / "metrics.json").read_text())
+    assert {k: merged.get(k) for k in SAME_AS_ONE_RUN} == {k: one.get(k) for k in SAME_AS_ONE_RUN}
+    assert 0 < merged["scores"]["accuracy"] < 1 and len(merged["shards"]) == 4
+    by_index = sorted(read_jsonl(tmp_path / "whole" / "answers.jsonl"), key=lambda r: r["index"])
+    fields = ("id", "index", "answer", "reference", "scores")
+    assert ([{k: r[k] for k in fields} for r in read_jsonl(sweep / "merged" / "answers.jsonl")]
+            == [{k: r[k] for k in fields} for r in by_index])
+    assert json.loads((sweep / "merged" / "run.json").read_text())["merged_from"] == sorted(
+        p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    low, high = merged["scores_ci95"]["accuracy"]
+    assert f"Merged: the 4 shards' 30 rows are one run in merged/; accuracy {merged['scores']['accuracy']:.4f} " \
+           f"({low:.4f}–{high:.4f})" in (sweep / "summary.md").read_text()
+
+
+def test_a_shard_that_did_not_finish_is_named_and_the_rerun_answers_only_it(tmp_path: Path) -> None:
+    from genrun.rundir.lock import RunLock
+    from genrun.testing.fault_server import FaultServer
+
+    data, sweep = capitals(tmp_path, 20), tmp_path / "sweep"
+    args = capital_args("URL", data, "-m", "dataset.num_shards=4", "dataset.shard_index=0,1,2,3",
+                        "hydra.sweep.subdir=shard${dataset.shard_index}", f"hydra.sweep.dir={sweep}")
+    with FaultServer(work_s=0, reply="Paris") as server:
+        args = [a.replace("URL", server.url) for a in args]
+        with RunLock(sweep / "shard2"):  # another process still writing shard 2: that job stops at once
+            first = run_cli(*args)
+        assert first.returncode == 1
+        assert "genrun: shard 2 of 4" in first.stderr and "did not finish" in first.stderr
+        assert f"hydra.sweep.dir={sweep}" in first.stderr and not (sweep / "merged").exists()
+        sent_first = sum(len(times) for times in server.attempts.values())
+        again = run_cli(*args)
+        assert again.returncode == 0, again.stderr[-3000:]
+        sent = {prompt: len(times) for prompt, times in server.attempts.items()}
+    assert sent_first == 15 and sorted(sent.values()) == [1] * 20  # the rerun sent shard 2's 5 rows alone
+    assert len(read_jsonl(sweep / "merged" / "answers.jsonl")) == 20

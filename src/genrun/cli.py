@@ -80,13 +80,16 @@ class SweepFailed(BaseException):
 
 
 class SweepSummary(Callback):
-    """Hydra's multirun callback: the sweep's summary, from each job's files on disk."""
+    """Hydra's multirun callback: the sweep's summary, from each job's files on disk, and for a
+    sweep over the shards of a dataset, the shards merged as one run."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from genrun.reports.shards import merge_shards
         from genrun.reports.summary import write_summary
 
         order = config.get("metric") or config.get("scoring", {}).get("metrics") or []
         rows = write_summary(Path(config.hydra.sweep.dir), list(order))
+        merge_shards(Path(config.hydra.sweep.dir), rows, list(order))  # a sweep over dataset.shard_index alone
         unfinished = [r["job"] for r in rows if r["status"] != "ok"]
         if unfinished:  # the CLI makes this its exit code (Hydra passes it on: HYDRA_FULL_ERROR)
             raise SweepFailed(f"jobs not ok: {', '.join(unfinished)}")
