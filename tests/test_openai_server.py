@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import genrun
-from conftest import read_jsonl, run_cli
+from conftest import read_jsonl, run_cli, write_jsonl
 from genrun.backend.openai import OpenAIBackend
 from genrun.prompt.messages import prompt_messages
 
@@ -78,3 +78,16 @@ def test_structured_outputs_reach_vllms_server(tmp_path: Path, vllm_server: str)
         if record["finish_reason"] == "stop":  # a cut answer cannot be whole JSON
             assert isinstance(json.loads(record["answer"])["n"], int) and record["scores"]["json_valid"] == 1.0
     assert "json_valid" in json.loads((tmp_path / "j" / "metrics.json").read_text())["scores"]
+
+
+def test_a_prompt_the_server_rejects_fails_alone_among_100_rows(tmp_path: Path, vllm_server: str) -> None:
+    rows = [{"id": f"r{i}", "prompt": "word " * 2000 if i == 61 else f"question {i}"} for i in range(100)]
+    out = tmp_path / "run"
+    result = run_cli("backend=openai", f"backend.base_url={vllm_server}", "backend.model_name=tiny",
+                     "sampling.max_tokens=2", "dataset=default", f"dataset.path={write_jsonl(tmp_path / 'd.jsonl', rows)}",
+                     "dataset.fields.id=id", f"hydra.run.dir={out}")
+    assert result.returncode == 1, result.stderr[-3000:]  # some rows failed: the run still finished
+    records = read_jsonl(out / "answers.jsonl")
+    assert len(records) == 100 and [r["id"] for r in records if r["error"] is not None] == ["r61"]
+    assert "HTTP 400" in next(r["error"] for r in records if r["id"] == "r61")
+

@@ -58,6 +58,22 @@ def test_a_prompt_too_long_fails_alone(engine: VLLMBackend) -> None:
     assert completions[0].answer is not None and completions[2].answer is not None
 
 
+def test_an_over_long_prompt_among_100_rows_fails_alone_and_the_engine_goes_on(engine: VLLMBackend, tiny_model: str,
+                                                                               tmp_path: Path) -> None:
+    """Ray Data LLM's failure mode (#59194): one prompt past max_model_len fails its whole
+    batch. In genrun it is that row's error, in a full run through the engine."""
+    from genrun.engine.job import run
+    from genrun.settings import compose, load
+
+    rows = [{"id": f"r{i}", "prompt": "word " * 2000 if i == 37 else f"question {i}"} for i in range(100)]
+    settings = load(compose(["backend=vllm", f"backend.model_name_or_path={tiny_model}", "dataset=default",
+                             f"dataset.path={write_jsonl(tmp_path / 'd.jsonl', rows)}", "dataset.fields.id=id"]))
+    metrics = run(settings, tmp_path / "run", backend=engine)
+    assert (metrics["rows"], metrics["answered"], metrics["failed"]) == (100, 99, 1)
+    failed = [r for r in read_jsonl(tmp_path / "run" / "answers.jsonl") if r["error"] is not None]
+    assert [r["id"] for r in failed] == ["r37"] and "512" in failed[0]["error"]  # the limit is named
+
+
 def test_many_batches_stream_in_order_and_a_cancelled_batch_leaves_the_engine(engine: VLLMBackend) -> None:
     prompts = [f"Question {i}: say something" for i in range(3 * engine.batch_size + 5)]
     answers = asyncio.run(genrun.generate(prompts))["ans_ls"]
