@@ -108,3 +108,28 @@ def test_n_samples_per_row_with_the_batch_held_to_batch_size_sequences(tiny_mode
     assert any(len(set(c.answers)) > 1 for c in completions)  # sampled, not copied
     greedy = HFBackend(tiny_model, sampling={"temperature": 0, "max_tokens": 8, "n": 2}, batch_size=4)
     assert all(len(set(c.answers)) == 1 for c in asyncio.run(greedy.generate_batch(prompts)))
+
+
+def test_two_hf_engines_answer_as_one(tmp_path, tiny_model: str) -> None:
+    """backend.data_parallel_size=2: two processes each with the model; greedy answers are the
+    ones a single engine gives, row by row, and both engines took rows."""
+    import json
+
+    from conftest import read_jsonl, run_cli, write_jsonl
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Question {i}: say something"} for i in range(48)])
+    common = ["backend=hf", f"backend.model_name_or_path={tiny_model}", "backend.dtype=float32", "backend.batch_size=4",
+              "sampling=greedy", "sampling.max_tokens=6", "dataset=default", f"dataset.path={data}"]
+    one = run_cli(*common, f"hydra.run.dir={tmp_path / 'one'}")
+    two = run_cli(*common, "+backend.data_parallel_size=2", f"hydra.run.dir={tmp_path / 'two'}")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
+
+    def answers(run: str) -> dict:
+        return {r["index"]: r["answer"] for r in read_jsonl(tmp_path / run / "answers.jsonl")}
+
+    assert answers("two") == answers("one") and len(answers("two")) == 48
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["model"]["engines"] == 2
+    # the progress line's last drawing: each engine's rows
+    last = [line for line in two.stderr.splitlines() if "engine0=" in line][-1]
+    counts = [int(part.split("=")[1]) for part in last.replace("]", "").split(", ") if part.startswith("engine")]
+    assert len(counts) == 2 and sum(counts) == 48 and min(counts) > 0, last

@@ -264,3 +264,35 @@ def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
 
 
+
+
+def test_two_engines_share_a_run_and_one_killed_loses_no_row(tmp_path: Path, tiny_model: str) -> None:
+    """backend.data_parallel_size=2: two engines, each in its own process, fed from one queue.
+    One EngineCore is killed mid-run: its rows go to the other, and every row is written once."""
+    import collections
+
+    rows = 600
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Question {i}: say something"} for i in range(rows)])
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "genrun", *vllm_cli_args(tiny_model), "+backend.data_parallel_size=2",
+                             "dataset=default", f"dataset.path={data}", "sampling.max_tokens=16", f"hydra.run.dir={out}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 400
+        while (not (out / "answers.jsonl").exists() or (out / "answers.jsonl").read_bytes().count(b"\n") < 64):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+            time.sleep(0.05)
+        cores = engine_cores_of(proc.pid)
+        assert len(cores) == 2, cores  # one engine core per engine process
+        cores[0].kill()
+        _, stderr = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    records = read_jsonl(out / "answers.jsonl")
+    assert collections.Counter(r["index"] for r in records) == collections.Counter(range(rows))
+    assert all(r["error"] is None and r["answer"] is not None for r in records)
+    log = (out / "genrun.log").read_text()
+    assert "died" in log and "its rows go to the other engines" in log and "starting it again" in log
+    assert json.loads((out / "run.json").read_text())["model"]["engines"] == 2

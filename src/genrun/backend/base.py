@@ -95,6 +95,8 @@ class Backend:
     takes_text: ClassVar[bool] = False
     # A backend that scores whole texts in windows of the model's length (mode=perplexity): one that has its tokenizer.
     takes_perplexity: ClassVar[bool] = False
+    # A local engine that backend.data_parallel_size runs as several, one process each (replicas.py).
+    replicable: ClassVar[bool] = False
 
     # Rows per loglikelihood_batch call (mode=choice and perplexity), in batches of batch_size:
     # more than one where the backend sorts a call's pairs by length (hf).

@@ -18,6 +18,17 @@ def build(config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None,
     config path ("backend", "judge.backend") whose command-line secrets it is handed."""
     from hydra.utils import instantiate
 
+    cls = class_of(config)
+    if cls.replicable and ("data_parallel_size" in config or "tensor_parallel_size" in config):
+        from omegaconf import DictConfig, OmegaConf
+
+        from genrun.backend.replicas import Replicas, replica_configs
+
+        plain = OmegaConf.to_container(config) if isinstance(config, DictConfig) else dict(config)
+        configs = replica_configs(plain)
+        if configs is not None:  # several engines, one process each
+            return Replicas(cls, configs, sampling, extra, seed)
+        config = {k: v for k, v in plain.items() if k != "data_parallel_size"}
     arguments: dict[str, Any] = {"sampling": dict(sampling or {}), "extra": dict(extra or {})}
     if seed is not None:
         arguments["seed"] = seed

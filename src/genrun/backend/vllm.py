@@ -59,7 +59,8 @@ class VLLMBackend(Backend):
     name = "vllm"
     takes_text = True
     takes_perplexity = True
-    operational = frozenset({"gpu_ids", "gpu_memory_utilization"})
+    operational = frozenset({"gpu_ids", "gpu_memory_utilization", "data_parallel_size"})
+    replicable = True
     batch_size = BATCH_ROWS
     _owns_engine = True  # False for a view of another's engine (reconfigured)
 
