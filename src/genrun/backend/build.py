@@ -19,15 +19,19 @@ def build(config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None,
     from hydra.utils import instantiate
 
     cls = class_of(config)
-    if cls.replicable and ("data_parallel_size" in config or "tensor_parallel_size" in config):
+    if cls.replicable and any(k in config for k in ("data_parallel_size", "tensor_parallel_size", "ray_address")):
         from omegaconf import DictConfig, OmegaConf
 
         from genrun.backend.replicas import Replicas, replica_configs
 
         plain = OmegaConf.to_container(config) if isinstance(config, DictConfig) else dict(config)
+        if plain.get("ray_address"):  # engines as actors on a Ray cluster
+            from genrun.backend.ray_replicas import on_ray
+
+            return on_ray(cls, plain, sampling, extra, seed, build=build)
         configs = replica_configs(plain)
         if configs is not None:  # several engines, one process each
-            return Replicas(cls, configs, sampling, extra, seed)
+            return Replicas(cls, configs, sampling, extra, seed, build=build)
         config = {k: v for k, v in plain.items() if k != "data_parallel_size"}
     arguments: dict[str, Any] = {"sampling": dict(sampling or {}), "extra": dict(extra or {})}
     if seed is not None:

@@ -62,7 +62,7 @@ class HFBackend(Backend):
     takes_text = True
     takes_perplexity = True
     scoring_batches = 16  # pairs sorted over 16 batches of rows pad less (calls of 64 rows: half the time of 8)
-    operational = frozenset({"gpu_ids", "batch_size", "data_parallel_size"})
+    operational = frozenset({"gpu_ids", "batch_size", "data_parallel_size", "ray_address", "ray_gpus_per_engine"})
     replicable = True
     _owns_model = True  # False for a view of another's model (reconfigured)
 

@@ -7,7 +7,8 @@ fewer. An engine that is lost (its process, or the engine inside it, died) has i
 sent to the others, and is started again once; if it is lost again, the run goes on with
 the rest, and says so. When none is left, the run stops as on a dead engine: resume finishes it.
 
-May use genrun.backend.build, base and local_model; multiprocessing (spawn) and threads.
+May use genrun.backend.base and local_model (build.build is handed in: build.py starts
+this); multiprocessing (spawn) and threads.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import logging
 import multiprocessing
 import signal
 import threading
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from genrun.backend.base import Backend, Completion, Failure, Prompt
 from genrun.backend.local_model import parse_gpu_ids
@@ -64,13 +65,11 @@ def replica_configs(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             for i in range(count)]
 
 
-def serve(conn: Any, config: dict[str, Any], sampling: dict[str, Any], extra: dict[str, Any],
-          seed: int | None) -> None:
-    """An engine's process: build the backend, say it is ready, then answer calls as they come
-    (many at once), until told to close or the parent goes."""
+def serve(conn: Any, config: dict[str, Any], build: Callable[..., Backend], sampling: dict[str, Any],
+          extra: dict[str, Any], seed: int | None) -> None:
+    """An engine's process: build the backend (with build.build, handed in), say it is ready,
+    then answer calls as they come (many at once), until told to close or the parent goes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the engines
-    from genrun.backend.build import build
-
     try:
         backend = build(config, sampling, extra, seed)
     except BaseException as exc:  # noqa: BLE001 - the parent reports it
@@ -120,7 +119,7 @@ class Replica:
 
     def __init__(self, number: int, config: dict[str, Any], run: tuple) -> None:
         context = multiprocessing.get_context("spawn")
-        self.number, self.config = number, config
+        self.number, self.config, self.run_args = number, config, run
         self.conn, child = context.Pipe()
         self.process = context.Process(target=serve, args=(child, config, *run), daemon=False,
                                        name=f"genrun-engine-{number}")
@@ -155,6 +154,34 @@ class Replica:
                 self.pending.pop(number, None)
                 raise ReplicaLost(f"engine {self.number} is gone ({exc})") from exc
         return future
+
+    def watch(self, lost: Callable[[Any, str], None]) -> None:
+        """Hand each reply to its call, in a thread; lost(self, why) when the engine ends."""
+        threading.Thread(target=self._read, args=(lost,), daemon=True).start()
+
+    def _read(self, lost: Callable[[Any, str], None]) -> None:
+        why = f"engine {self.number} ended"
+        try:
+            while True:
+                number, kind, payload = self.conn.recv()
+                future = self.pending.pop(number, None)
+                if future is None or future.done():
+                    continue
+                if kind == "ok":
+                    future.set_result(payload)
+                elif payload.engine_dead:  # the engine inside the process died: the process is no use
+                    why = f"engine {self.number} died ({payload.message})"
+                    self.pending[number] = future
+                    break
+                else:
+                    future.set_exception(ReplicaFailed(payload))
+        except (EOFError, OSError):
+            why += f" (exit code {self.process.exitcode})" if self.process.exitcode is not None else ""
+        lost(self, why)
+
+    def again(self) -> Replica:
+        """A new process for this engine."""
+        return Replica(self.number, self.config, self.run_args)
 
     def lost(self, why: str) -> None:
         """Every call in flight goes elsewhere; the process is ended."""
@@ -194,15 +221,20 @@ class Replicas(Backend):
     name = "data_parallel"  # not a backend of its own: its engines' backend names it
 
     def __init__(self, engine: type[Backend], configs: list[dict[str, Any]], sampling: Mapping[str, Any] | None = None,
-                 extra: Mapping[str, Any] | None = None, seed: int | None = None) -> None:
+                 extra: Mapping[str, Any] | None = None, seed: int | None = None, *, build: Callable[..., Backend],
+                 transport: Callable[[int, dict[str, Any], tuple], Any] | None = None) -> None:
+        """build: build.build, which each engine runs on its config (handed in: build.py is
+        what starts this). transport(number, config, run_args): one engine's handle; a process
+        of this node's by default (Replica), a Ray actor with ray_replicas.RayReplica."""
         self.name = engine.name
         self.takes_text, self.takes_perplexity = engine.takes_text, engine.takes_perplexity
-        self.run_args = (dict(sampling or {}), dict(extra or {}), seed)
+        self.run_args = (build, dict(sampling or {}), dict(extra or {}), seed)
         self.numbers = itertools.count()
         self.restarted: set[int] = set()
-        self.starting: list[Replica] = []  # engines being started again
+        self.starting: list[Any] = []  # engines being started again
         self.closing = False
-        self.replicas = [Replica(i, config, self.run_args) for i, config in enumerate(configs)]
+        self.after_close: Callable[[], Any] | None = None  # e.g. leave the Ray instance
+        self.replicas = [(transport or Replica)(i, config, self.run_args) for i, config in enumerate(configs)]
         try:
             for replica in self.replicas:
                 replica.wait_ready()
@@ -210,7 +242,7 @@ class Replicas(Backend):
             self.close()
             raise
         for replica in self.replicas:
-            threading.Thread(target=self._read, args=(replica,), daemon=True).start()
+            replica.watch(self._lost)
         first = self.replicas[0].info
         self.batch_size, self.per_engine = first["batch_size"], first["concurrency"]
         self.concurrency = self.per_engine * len(self.replicas)
@@ -249,32 +281,16 @@ class Replicas(Backend):
             self.answered[replica.number] += len(completions)
             return completions
 
-    def _read(self, replica: Replica) -> None:
-        """The replies of one engine, handed to their calls; its end, when it comes."""
-        why = f"engine {replica.number} ended"
-        try:
-            while True:
-                number, kind, payload = replica.conn.recv()
-                future = replica.pending.pop(number, None)
-                if future is None or future.done():
-                    continue
-                if kind == "ok":
-                    future.set_result(payload)
-                elif payload.engine_dead:  # the engine inside the process died: the process is no use
-                    why = f"engine {replica.number} died ({payload.message})"
-                    replica.pending[number] = future
-                    break
-                else:
-                    future.set_exception(ReplicaFailed(payload))
-        except (EOFError, OSError):
-            why += f" (exit code {replica.process.exitcode})" if replica.process.exitcode is not None else ""
-        if not replica.live:  # closed on purpose
-            return
+    def _lost(self, replica: Any, why: str) -> None:
+        with replica.lock:
+            if not replica.live:  # closed on purpose, or said already
+                return
+            replica.live = False
         log.warning("%s; its rows go to the other engines", why)
         replica.lost(why)
-        self._restart(replica, why)
+        self._restart(replica)
 
-    def _restart(self, replica: Replica, why: str) -> None:
+    def _restart(self, replica: Any) -> None:
         """A lost engine is started again once; a second loss leaves the run to the others."""
         if self.closing:
             return
@@ -286,7 +302,7 @@ class Replicas(Backend):
         log.warning("engine %d: starting it again", replica.number)
 
         def start() -> None:
-            fresh = Replica(replica.number, replica.config, self.run_args)
+            fresh = replica.again()
             self.starting.append(fresh)
             try:
                 fresh.wait_ready()
@@ -302,7 +318,7 @@ class Replicas(Backend):
                 fresh.stop()
                 return
             self.replicas[replica.number] = fresh
-            threading.Thread(target=self._read, args=(fresh,), daemon=True).start()
+            fresh.watch(self._lost)
             log.warning("engine %d is back", replica.number)
 
         threading.Thread(target=start, daemon=True).start()
@@ -318,3 +334,6 @@ class Replicas(Backend):
             with replica.lock:
                 replica.live = False
             replica.stop()
+        if self.after_close is not None:
+            after, self.after_close = self.after_close, None
+            after()

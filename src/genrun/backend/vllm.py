@@ -59,7 +59,8 @@ class VLLMBackend(Backend):
     name = "vllm"
     takes_text = True
     takes_perplexity = True
-    operational = frozenset({"gpu_ids", "gpu_memory_utilization", "data_parallel_size"})
+    operational = frozenset({"gpu_ids", "gpu_memory_utilization", "data_parallel_size", "ray_address",
+                             "ray_gpus_per_engine"})
     replicable = True
     batch_size = BATCH_ROWS
     _owns_engine = True  # False for a view of another's engine (reconfigured)
