@@ -536,10 +536,11 @@ def test_choice_runs_sweep_in_shards_merge_and_compare_with_mcnemar(tmp_path: Pa
                                "backend.dtype=float32"), "-m", "dataset.num_shards=2", "dataset.shard_index=0,1",
                      f"hydra.sweep.dir={sweep}", timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    shards = sorted(p.parent for p in sweep.glob("*/answers.jsonl"))
+    shards = sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml"))
     assert len(shards) == 2 and (sweep / "summary.csv").exists()
     merged = tmp_path / "merged.jsonl"
     assert merge(shards, merged) == len(ARC_ROWS)
+    assert read_jsonl(sweep / "merged" / "answers.jsonl") == read_jsonl(merged)  # the sweep merged itself
     single = {r["id"]: r for r in read_jsonl(hf_run / "answers.jsonl")}
     for record in read_jsonl(merged):  # the same rows and scores as the unsharded run
         assert record["scores"] == single[record["id"]]["scores"]
