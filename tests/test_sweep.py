@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,8 +111,13 @@ def test_a_sweep_over_shards_alone_ends_merged_as_one_run(tmp_path: Path) -> Non
     assert json.loads((sweep / "merged" / "run.json").read_text())["merged_from"] == sorted(
         p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
     low, high = merged["scores_ci95"]["accuracy"]
-    assert f"Merged: the 4 shards' 30 rows are one run in merged/; accuracy {merged['scores']['accuracy']:.4f} " \
-           f"({low:.4f}–{high:.4f})" in (sweep / "summary.md").read_text()
+    line = f"Merged: the 4 shards' 30 rows are one run in merged/; accuracy {merged['scores']['accuracy']:.4f} " \
+           f"({low:.4f}–{high:.4f})"
+    assert line in (sweep / "summary.md").read_text()
+    shutil.rmtree(sweep / "merged")
+    summary_main([str(sweep)])  # genrun-summary rebuilds the merged run too
+    assert line in (sweep / "summary.md").read_text()
+    assert json.loads((sweep / "merged" / "metrics.json").read_text())["scores"] == merged["scores"]
 
 
 def test_a_shard_that_did_not_finish_is_named_and_the_rerun_answers_only_it(tmp_path: Path) -> None:
