@@ -129,7 +129,7 @@ def test_two_hf_engines_answer_as_one(tmp_path, tiny_model: str) -> None:
 
     assert answers("two") == answers("one") and len(answers("two")) == 48
     assert json.loads((tmp_path / "two" / "run.json").read_text())["model"]["engines"] == 2
-    # the progress line's last drawing: each engine's rows
-    last = [line for line in two.stderr.splitlines() if "engine0=" in line][-1]
-    counts = [int(part.split("=")[1]) for part in last.replace("]", "").split(", ") if part.startswith("engine")]
-    assert len(counts) == 2 and sum(counts) == 48 and min(counts) > 0, last
+    engines = json.loads((tmp_path / "two" / "metrics.json").read_text())["engines"]
+    assert sorted(engines) == ["engine0", "engine1"] and sum(e["rows"] for e in engines.values()) == 48
+    assert min(e["rows"] for e in engines.values()) > 0 and all(e["lost"] == 0 for e in engines.values())
+    assert "engine0=" in two.stderr  # the progress line counts each engine's rows

@@ -48,4 +48,6 @@ def test_two_ray_actors_answer_a_run_and_one_killed_loses_no_row(tmp_path: Path,
     log = (out / "genrun.log").read_text()
     assert "was lost (" in log and "its rows go to the other engines" in log
     assert json.loads((out / "run.json").read_text())["model"]["engines"] == 2
+    engines = json.loads((out / "metrics.json").read_text())["engines"]
+    assert sum(e["rows"] for e in engines.values()) == rows and sum(e["lost"] for e in engines.values()) == 1
     assert not any("EngineActor" in p.name() for p in psutil.process_iter())  # its Ray instance went with the run

@@ -296,3 +296,5 @@ def test_two_engines_share_a_run_and_one_killed_loses_no_row(tmp_path: Path, tin
     log = (out / "genrun.log").read_text()
     assert "died" in log and "its rows go to the other engines" in log and "starting it again" in log
     assert json.loads((out / "run.json").read_text())["model"]["engines"] == 2
+    engines = json.loads((out / "metrics.json").read_text())["engines"]
+    assert sum(e["rows"] for e in engines.values()) == rows and sum(e["lost"] for e in engines.values()) == 1

@@ -136,9 +136,10 @@ class Backend:
         """What run.json records about the model (path or name, chat template hash)."""
         return {}
 
-    def per_server(self) -> dict[str, dict[str, int]] | None:
-        """With several servers (backend=openai, base_url a list): metrics.json's `servers`, each
-        one's requests answered and failed and the times it was set aside. None otherwise."""
+    def by_part(self) -> dict[str, dict[str, dict[str, int]]] | None:
+        """With several servers or engines: what metrics.json says of each, under its key
+        (`servers`: each one's requests answered and failed, the times it was set aside;
+        `engines`: each one's rows and the times it was lost). None otherwise."""
         return None
 
     def live_counts(self) -> dict[str, str]:

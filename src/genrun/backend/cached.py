@@ -27,8 +27,8 @@ class CachedBackend(Backend):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
-    def per_server(self) -> dict[str, dict[str, int]] | None:
-        return self.inner.per_server()
+    def by_part(self) -> dict[str, dict[str, dict[str, int]]] | None:
+        return self.inner.by_part()
 
     def live_counts(self) -> dict[str, str]:
         return self.inner.live_counts()

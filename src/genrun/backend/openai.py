@@ -124,8 +124,8 @@ class OpenAIBackend(Backend):
         shown = [s.shown for s in self.servers.all]
         return {"model": self.model_name, "base_url": shown[0] if len(shown) == 1 else shown}
 
-    def per_server(self) -> dict[str, dict[str, int]] | None:
-        return self.servers.counts() if len(self.servers) > 1 else None
+    def by_part(self) -> dict[str, dict[str, dict[str, int]]] | None:
+        return {"servers": self.servers.counts()} if len(self.servers) > 1 else None
 
     def live_counts(self) -> dict[str, str]:
         return self.servers.live() if len(self.servers) > 1 else {}

@@ -248,10 +248,15 @@ class Replicas(Backend):
         self.concurrency = self.per_engine * len(self.replicas)
         self.scoring_batches = max(1, first["scoring_rows"] // max(first["batch_size"], 1))
         self.answered = [0] * len(self.replicas)
+        self.losses = [0] * len(self.replicas)
         log.info("%d engines started", len(self.replicas))
 
     def describe(self) -> dict[str, Any]:
         return {**self.replicas[0].info["describe"], "engines": len(self.replicas)}
+
+    def by_part(self) -> dict[str, dict[str, dict[str, int]]] | None:
+        return {"engines": {f"engine{r.number}": {"rows": self.answered[r.number], "lost": self.losses[r.number]}
+                            for r in self.replicas}}
 
     def live_counts(self) -> dict[str, str]:
         return {f"engine{r.number}": f"{self.answered[r.number]}{'' if r.live else ' (lost)'}" for r in self.replicas}
@@ -287,6 +292,7 @@ class Replicas(Backend):
                 return
             replica.live = False
         log.warning("%s; its rows go to the other engines", why)
+        self.losses[replica.number] += 1
         replica.lost(why)
         self._restart(replica)
 

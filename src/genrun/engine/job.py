@@ -56,7 +56,7 @@ class Job:
         self.new_rows = self.new_tokens = 0
         self.wall = 0.0
         self.record: dict[str, Any] | None = None  # run.json, once written
-        self.servers: dict[str, dict[str, int]] | None = None  # metrics.json's, with several servers
+        self.parts: dict[str, Any] | None = None  # metrics.json's servers or engines, with several
 
     def run(self, backend: Backend | None) -> dict[str, Any]:
         saved = self.check_resumable()
@@ -140,7 +140,7 @@ class Job:
                 self.delivery.deliver(backend, requests, self.on_answer(progress), progress.retrying, progress.say)
             finally:
                 self.wall = time.perf_counter() - started
-                self.servers = backend.per_server()
+                self.parts = backend.by_part()
         except FatalBackendError as exc:  # the rows left can be resumed
             return FatalBackendError(f"{exc} (answers so far are in {self.out_dir}; resume={self.out_dir} finishes "
                                      "the run)")
@@ -184,8 +184,8 @@ class Job:
         metrics = status.collect(totals, wall=self.wall, new_rows=self.new_rows,
                                  new_tokens=self.new_tokens, dataset_rows=self.rows.scanned,
                                  stopped=stopped)
-        if self.servers:  # this session's requests, server by server
-            metrics["servers"] = self.servers
+        if self.parts:  # this session's, server by server or engine by engine
+            metrics.update(self.parts)
         try:
             write_json(self.out_dir / "metrics.json", metrics)
             if self.record is not None:
