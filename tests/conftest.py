@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def journal_lines(path: Path) -> int:
+    """Lines written to an answers file so far (0 before it exists)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_lines(path: Path, count: int, process: subprocess.Popen, timeout: float = 300) -> None:
+    """Until the running genrun `process` has written `count` lines to `path`; its stderr if it ends first."""
+    deadline = time.monotonic() + timeout
+    while journal_lines(path) < count:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, f"{journal_lines(path)} of {count} lines after {timeout}s"
+        time.sleep(0.02)
 
 
 def wait_until_listening(port: int, process: subprocess.Popen, log: Path | None = None, timeout: float = 120) -> None:

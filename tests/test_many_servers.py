@@ -7,10 +7,9 @@ import collections
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from conftest import read_jsonl, run_cli, write_jsonl
+from conftest import read_jsonl, run_cli, wait_for_lines, write_jsonl
 from genrun.testing.fault_server import FaultServer
 
 
@@ -21,21 +20,6 @@ def questions(tmp_path: Path, n: int) -> Path:
 def args(urls: list[str], data: Path, out: Path, *extra: str) -> list[str]:
     return ["backend=openai", f"backend.base_url=[{','.join(urls)}]", "backend.model_name=m", f"dataset.path={data}",
             "dataset.fields.prompt=q", "dataset.fields.id=id", f"hydra.run.dir={out}", *extra]
-
-
-def lines(path: Path) -> int:
-    try:
-        return path.read_bytes().count(b"\n")
-    except FileNotFoundError:
-        return 0
-
-
-def wait_for_lines(path: Path, count: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while lines(path) < count:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        assert time.monotonic() < deadline, f"{lines(path)} of {count} lines after {timeout}s"
-        time.sleep(0.02)
 
 
 def test_rows_are_spread_over_servers_and_counted_per_server(tmp_path: Path) -> None:

@@ -7,12 +7,11 @@ import collections
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
-from conftest import read_jsonl, write_jsonl
+from conftest import read_jsonl, wait_for_lines, write_jsonl
 
 
 def actors_of(pid: int) -> list:
@@ -30,10 +29,7 @@ def test_two_ray_actors_answer_a_run_and_one_killed_loses_no_row(tmp_path: Path,
                              "sampling.max_tokens=16", f"hydra.run.dir={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (out / "answers.jsonl").exists() or (out / "answers.jsonl").read_bytes().count(b"\n") < 40:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.02)
+        wait_for_lines(out / "answers.jsonl", 40, proc)
         actors = actors_of(proc.pid)
         assert len(actors) == 2, actors  # one process per actor, started by this run's Ray instance
         actors[0].kill()  # as a lost node would

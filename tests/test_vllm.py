@@ -14,7 +14,7 @@ import pytest
 
 import genrun
 import genrun.api
-from conftest import VLLM_CPU, engine_processes, read_jsonl, run_cli, write_jsonl
+from conftest import VLLM_CPU, engine_processes, read_jsonl, run_cli, wait_for_lines, write_jsonl
 from genrun.backend.vllm import VLLMBackend
 from genrun.errors import UserError
 from genrun.prompt.messages import prompt_messages
@@ -278,10 +278,7 @@ def test_two_engines_share_a_run_and_one_killed_loses_no_row(tmp_path: Path, tin
                              "dataset=default", f"dataset.path={data}", "sampling.max_tokens=16", f"hydra.run.dir={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 400
-        while (not (out / "answers.jsonl").exists() or (out / "answers.jsonl").read_bytes().count(b"\n") < 64):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-            time.sleep(0.05)
+        wait_for_lines(out / "answers.jsonl", 64, proc, timeout=400)
         cores = engine_cores_of(proc.pid)
         assert len(cores) == 2, cores  # one engine core per engine process
         cores[0].kill()

@@ -5,7 +5,8 @@ in conf/backend/NAME.yaml. Its __init__ signature is the one declaration of its 
 the Hydra schema (`base_NAME`, with its `_target_`), the types the CLI and the Python API
 check, and which settings are required (no default: MISSING) all follow from it. Beside the
 backends: the one factory (build.py), the response cache (response_cache.py) and the backend
-that puts it in front of another (cached.py), several engines as one (replicas.py), the
+that puts it in front of another (cached.py), several engines as one (replicas.py, with their processes in
+engine_processes.py and Ray actors in ray_replicas.py), the
 servers behind the openai backend (servers.py), the sampling checks every backend runs,
 structured outputs, request pacing, and the seam to vLLM's internals.
 

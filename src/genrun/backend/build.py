@@ -31,7 +31,9 @@ def build(config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None,
             return on_ray(cls, plain, sampling, extra, seed, build=build)
         configs = replica_configs(plain)
         if configs is not None:  # several engines, one process each
-            return Replicas(cls, configs, sampling, extra, seed, build=build)
+            from genrun.backend.engine_processes import Replica
+
+            return Replicas(cls, configs, sampling, extra, seed, build=build, transport=Replica)
         config = {k: v for k, v in plain.items() if k != "data_parallel_size"}
     arguments: dict[str, Any] = {"sampling": dict(sampling or {}), "extra": dict(extra or {})}
     if seed is not None:

@@ -108,7 +108,6 @@ class OpenAIBackend(Backend):
         self.body.update(extra_body)
         self.extra_body = dict(extra_body)  # what a log-likelihood request sends besides its own keys
         self.model_name = model_name
-        self.base_url = base_url
         self.shown_url = ", ".join(credentials.redact_url(u) for u in urls)
         # Local servers accept any key; the SDK insists on one.
         self.api_key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import threading
 import time
 from typing import Any, Callable, Mapping
 
 from genrun.backend.base import Backend
-from genrun.backend.replicas import READY_TIMEOUT_S, ReplicaFailed, ReplicaLost, Replicas
+from genrun.backend.replicas import READY_TIMEOUT_S, Handle, ReplicaFailed, ReplicaLost, Replicas
 from genrun.errors import UserError, one_line
 
 log = logging.getLogger(__name__)
@@ -89,15 +88,12 @@ def on_ray(engine: type[Backend], config: Mapping[str, Any], sampling: Mapping[s
     return engines
 
 
-class RayReplica:
+class RayReplica(Handle):
     """The driver's side of one engine actor: its calls in flight (see replicas.Replica)."""
 
     def __init__(self, number: int, actor: Any, ray: Any) -> None:
-        self.number, self.actor, self.ray = number, actor, ray
-        self.pending: dict[int, concurrent.futures.Future] = {}
-        self.lock = threading.Lock()
-        self.live = False
-        self.info: dict[str, Any] = {}
+        super().__init__(number)
+        self.actor, self.ray = actor, ray
         self.lost_to: Callable[[Any, str], None] = lambda replica, why: None
 
     def wait_ready(self) -> None:
@@ -123,11 +119,7 @@ class RayReplica:
         self.lost_to = lost  # called from the reply of a call the actor did not answer
 
     def send(self, number: int, method: str, args: tuple) -> concurrent.futures.Future:
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        with self.lock:
-            if not self.live:
-                raise ReplicaLost(f"engine {self.number} is gone")
-            self.pending[number] = future
+        future = self.register(number)
         reply = self.actor.call.remote(method, args).future()
         reply.add_done_callback(lambda done: self._replied(number, done))
         return future
@@ -139,25 +131,21 @@ class RayReplica:
         try:
             kind, payload = done.result()
         except Exception as exc:  # noqa: BLE001 - the actor or its node is gone (RayActorError)
-            self.pending[number] = future
-            self.lost_to(self, f"engine {self.number} was lost ({type(exc).__name__})")
+            # this call's future is failed here, not left for lost(): replies come on Ray's
+            # threads, and one that came after lost() swapped the calls out would never be answered
+            why = f"engine {self.number} was lost ({type(exc).__name__})"
+            future.set_exception(ReplicaLost(why))
+            self.lost_to(self, why)
             return
         if kind == "ok":
             future.set_result(payload)
         elif payload.engine_dead:  # the engine inside the actor died: Ray starts the actor again
-            self.pending[number] = future
+            why = f"engine {self.number} died ({payload.message})"
+            future.set_exception(ReplicaLost(why))
             self.ray.kill(self.actor, no_restart=False)
-            self.lost_to(self, f"engine {self.number} died ({payload.message})")
+            self.lost_to(self, why)
         else:
             future.set_exception(ReplicaFailed(payload))
-
-    def lost(self, why: str) -> None:
-        with self.lock:
-            self.live = False
-            pending, self.pending = self.pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(ReplicaLost(why))
 
     def again(self) -> RayReplica:
         """The same actor, which Ray restarts (max_restarts): wait_ready waits for it."""

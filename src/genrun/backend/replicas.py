@@ -7,8 +7,9 @@ fewer. An engine that is lost (its process, or the engine inside it, died) has i
 sent to the others, and is started again once; if it is lost again, the run goes on with
 the rest, and says so. When none is left, the run stops as on a dead engine: resume finishes it.
 
-May use genrun.backend.base and local_model (build.build is handed in: build.py starts
-this); multiprocessing (spawn) and threads.
+The engines' own side is in engine_processes.py (processes of this node) and ray_replicas.py
+(Ray actors). May use genrun.backend.base and local_model (build.build is handed in: build.py
+starts this) and threads.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
-import multiprocessing
-import signal
 import threading
 from typing import Any, Callable, Mapping
 
 from genrun.backend.base import Backend, Completion, Failure, Prompt
 from genrun.backend.local_model import parse_gpu_ids
-from genrun.errors import UserError, one_line
+from genrun.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -65,154 +64,33 @@ def replica_configs(config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             for i in range(count)]
 
 
-def serve(conn: Any, config: dict[str, Any], build: Callable[..., Backend], sampling: dict[str, Any],
-          extra: dict[str, Any], seed: int | None) -> None:
-    """An engine's process: build the backend (with build.build, handed in), say it is ready,
-    then answer calls as they come (many at once), until told to close or the parent goes."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it closes the engines
-    try:
-        backend = build(config, sampling, extra, seed)
-    except BaseException as exc:  # noqa: BLE001 - the parent reports it
-        conn.send(("failed", one_line(f"{exc}", 500)))
-        return
-    conn.send(("ready", {"describe": backend.describe(), "batch_size": backend.batch_size,
-                         "concurrency": backend.concurrency, "scoring_rows": backend.scoring_rows}))
-    asyncio.run(answer_calls(conn, backend))
+class Handle:
+    """What the pool holds of one engine, wherever it runs: its calls in flight, by number."""
 
-
-async def answer_calls(conn: Any, backend: Backend) -> None:
-    loop = asyncio.get_running_loop()
-    calls: asyncio.Queue = asyncio.Queue()
-    sending = threading.Lock()
-    threading.Thread(target=lambda: _read(conn, loop, calls), daemon=True).start()
-
-    async def one(number: int, method: str, args: tuple) -> None:
-        try:
-            reply = ("ok", await getattr(backend, method)(*args))
-        except Exception as exc:  # noqa: BLE001 - classified here, where the backend is
-            reply = ("failed", backend.classify(exc))
-        with sending:
-            conn.send((number, *reply))
-
-    tasks = set()
-    async with backend:
-        while (call := await calls.get()) is not None:
-            task = asyncio.create_task(one(*call))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-        for task in tasks:
-            task.cancel()
-    backend.close()
-
-
-def _read(conn: Any, loop: asyncio.AbstractEventLoop, calls: asyncio.Queue) -> None:
-    try:
-        while (message := conn.recv()) != "close":
-            loop.call_soon_threadsafe(calls.put_nowait, message)
-    except (EOFError, OSError):  # the parent is gone
-        pass
-    loop.call_soon_threadsafe(calls.put_nowait, None)
-
-
-class Replica:
-    """The parent's side of one engine process: its pipe, its calls in flight."""
-
-    def __init__(self, number: int, config: dict[str, Any], run: tuple) -> None:
-        context = multiprocessing.get_context("spawn")
-        self.number, self.config, self.run_args = number, config, run
-        self.conn, child = context.Pipe()
-        self.process = context.Process(target=serve, args=(child, config, *run), daemon=False,
-                                       name=f"genrun-engine-{number}")
-        self.process.start()
-        child.close()
+    def __init__(self, number: int) -> None:
+        self.number = number
         self.pending: dict[int, concurrent.futures.Future] = {}
         self.lock = threading.Lock()
         self.live = False
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # from the engine once it is ready
 
-    def wait_ready(self) -> None:
-        if not self.conn.poll(READY_TIMEOUT_S):
-            raise UserError(f"engine {self.number} did not start within {READY_TIMEOUT_S:.0f}s")
-        try:
-            kind, payload = self.conn.recv()
-        except (EOFError, OSError):
-            raise UserError(f"engine {self.number} ended while it started (exit code "
-                            f"{self.process.join(5) or self.process.exitcode}); its log above says why") from None
-        if kind != "ready":
-            raise UserError(f"engine {self.number} could not start: {payload}")
-        self.info, self.live = payload, True
-
-    def send(self, number: int, method: str, args: tuple) -> concurrent.futures.Future:
+    def register(self, number: int) -> concurrent.futures.Future:
+        """A call's future, held until its reply; ReplicaLost when the engine is gone."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self.lock:
             if not self.live:
                 raise ReplicaLost(f"engine {self.number} is gone")
             self.pending[number] = future
-            try:
-                self.conn.send((number, method, args))
-            except (OSError, ValueError) as exc:
-                self.pending.pop(number, None)
-                raise ReplicaLost(f"engine {self.number} is gone ({exc})") from exc
         return future
 
-    def watch(self, lost: Callable[[Any, str], None]) -> None:
-        """Hand each reply to its call, in a thread; lost(self, why) when the engine ends."""
-        threading.Thread(target=self._read, args=(lost,), daemon=True).start()
-
-    def _read(self, lost: Callable[[Any, str], None]) -> None:
-        why = f"engine {self.number} ended"
-        try:
-            while True:
-                number, kind, payload = self.conn.recv()
-                future = self.pending.pop(number, None)
-                if future is None or future.done():
-                    continue
-                if kind == "ok":
-                    future.set_result(payload)
-                elif payload.engine_dead:  # the engine inside the process died: the process is no use
-                    why = f"engine {self.number} died ({payload.message})"
-                    self.pending[number] = future
-                    break
-                else:
-                    future.set_exception(ReplicaFailed(payload))
-        except (EOFError, OSError):
-            why += f" (exit code {self.process.exitcode})" if self.process.exitcode is not None else ""
-        lost(self, why)
-
-    def again(self) -> Replica:
-        """A new process for this engine."""
-        return Replica(self.number, self.config, self.run_args)
-
     def lost(self, why: str) -> None:
-        """Every call in flight goes elsewhere; the process is ended."""
+        """Every call in flight goes elsewhere (ReplicaLost)."""
         with self.lock:
             self.live = False
             pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_exception(ReplicaLost(why))
-        self.stop(timeout=0)
-
-    def stop(self, timeout: float = 30) -> None:
-        try:
-            self.conn.send("close")
-        except (OSError, ValueError):
-            pass
-        self.process.join(timeout)
-        if self.process.is_alive():
-            for child in descendants(self.process.pid):  # vLLM's EngineCore would outlive it
-                child.kill()
-            self.process.kill()
-            self.process.join(5)
-
-
-def descendants(pid: int | None) -> list[Any]:
-    try:
-        import psutil
-
-        return psutil.Process(pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - gone already, or no psutil: nothing to end
-        return []
 
 
 class Replicas(Backend):
@@ -222,10 +100,10 @@ class Replicas(Backend):
 
     def __init__(self, engine: type[Backend], configs: list[dict[str, Any]], sampling: Mapping[str, Any] | None = None,
                  extra: Mapping[str, Any] | None = None, seed: int | None = None, *, build: Callable[..., Backend],
-                 transport: Callable[[int, dict[str, Any], tuple], Any] | None = None) -> None:
+                 transport: Callable[[int, dict[str, Any], tuple], Handle]) -> None:
         """build: build.build, which each engine runs on its config (handed in: build.py is
-        what starts this). transport(number, config, run_args): one engine's handle; a process
-        of this node's by default (Replica), a Ray actor with ray_replicas.RayReplica."""
+        what starts this). transport(number, config, run_args): one engine's Handle, a process
+        of this node's (engine_processes.Replica) or a Ray actor (ray_replicas.RayReplica)."""
         self.name = engine.name
         self.takes_text, self.takes_perplexity = engine.takes_text, engine.takes_perplexity
         self.run_args = (build, dict(sampling or {}), dict(extra or {}), seed)
@@ -234,7 +112,7 @@ class Replicas(Backend):
         self.starting: list[Any] = []  # engines being started again
         self.closing = False
         self.after_close: Callable[[], Any] | None = None  # e.g. leave the Ray instance
-        self.replicas = [(transport or Replica)(i, config, self.run_args) for i, config in enumerate(configs)]
+        self.replicas = [transport(i, config, self.run_args) for i, config in enumerate(configs)]
         try:
             for replica in self.replicas:
                 replica.wait_ready()
@@ -244,8 +122,7 @@ class Replicas(Backend):
         for replica in self.replicas:
             replica.watch(self._lost)
         first = self.replicas[0].info
-        self.batch_size, self.per_engine = first["batch_size"], first["concurrency"]
-        self.concurrency = self.per_engine * len(self.replicas)
+        self.batch_size, self.concurrency = first["batch_size"], first["concurrency"] * len(self.replicas)
         self.scoring_batches = max(1, first["scoring_rows"] // max(first["batch_size"], 1))
         self.answered = [0] * len(self.replicas)
         self.losses = [0] * len(self.replicas)

@@ -94,8 +94,7 @@ class Servers:
         server.window.succeeded()
         if server.probing and sent >= server.set_aside_at:
             log.warning("%s answers again: it takes rows again", server.shown)
-            server.probing, server.pause_s = False, server.first_pause_s
-            self._wake()
+            server.probing, server.pause_s = False, server.first_pause_s  # give_back wakes the waiting
 
     def failed(self, server: Server, sent: float, reason: str, refused: bool) -> None:
         """A request sent at `sent` that this server did not answer, through its own fault."""
@@ -117,15 +116,6 @@ class Servers:
 
     def overloaded(self, server: Server) -> None:
         server.window.overloaded()
-
-    def _wake(self) -> None:
-        if self._changed is not None:
-            asyncio.ensure_future(self._notify())
-
-    async def _notify(self) -> None:
-        assert self._changed is not None
-        async with self._changed:
-            self._changed.notify_all()
 
     def counts(self) -> dict[str, dict[str, int]]:
         """metrics.json's `servers`: each server's requests answered and failed, and the times it

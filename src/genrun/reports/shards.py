@@ -75,10 +75,10 @@ def merge_shards(sweep_dir: Path, rows: list[dict[str, Any]], metric_order: list
     except UserError as exc:
         print(f"genrun: the shards of {sweep_dir} could not be merged: {exc}", file=sys.stderr)
         return None
-    write_json(out / "metrics.json", merged_metrics(out / "answers.jsonl", job_dirs, metric_order))
+    metrics = merged_metrics(out / "answers.jsonl", job_dirs, metric_order)
+    write_json(out / "metrics.json", metrics)
     write_json(out / "run.json", merged_run(job_dirs))
     main = metric_order[0] if metric_order else None
-    metrics = json.loads((out / "metrics.json").read_text())
     line = f"Merged: the {len(jobs)} shards' {count} rows are one run in {MERGED}/"
     if main and main in metrics.get("scores", {}):
         low, high = metrics["scores_ci95"][main]
