@@ -4,19 +4,18 @@ Host and Origin headers on every address), the token, and the session-based prot
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import os
 import sys
 from typing import Any, Callable
 
 from genrun.errors import UserError
+from genrun.listen import allowed_hosts, is_loopback, url_host
 from genrun.prompt.images import ImagePolicy
 from genrun.serve.policy import Operator
 from genrun.serve.sessions import Http
 from genrun.serve.tools import build_server
 
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 TOKEN_VARIABLE = "GENRUN_SERVE_TOKEN"
 
 
@@ -54,28 +53,6 @@ def http_address(text: str) -> tuple[str, int]:
         raise UserError(f"--http {text}: give a port from 1 to 65535, or HOST:PORT "
                         "(e.g. --http 8765, --http 127.0.0.1:8765, --http [::1]:8765)")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def allowed_hosts(host: str, names: list[str]) -> list[str]:
-    """The Host header values accepted: loopback, the address served on, and the names the
-    operator gives (--allowed-host); each with any port."""
-    hosts = [*LOOPBACK_NAMES, *(url_host(n) for n in names)]
-    if host not in ("0.0.0.0", "::"):
-        hosts.append(url_host(host))
-    return list(dict.fromkeys(hosts))
 
 
 def serve_http(server: Any, host: str, port: int, hosts: list[str]) -> None:
