@@ -1,4 +1,5 @@
-"""conf/ is found from an installed wheel run from another folder, not only from a checkout."""
+"""conf/ is found from an installed wheel run from another folder, not only from a checkout,
+and genrun-view's templates and stylesheet ship in it."""
 
 from __future__ import annotations
 
@@ -34,3 +35,9 @@ def test_installed_wheel_finds_its_configs_from_any_folder(tmp_path: Path) -> No
                             cwd=elsewhere, capture_output=True, text=True, env=os.environ.copy(), timeout=300)
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(out / "answers.jsonl")) == 3
+
+    report = tmp_path / "report.html"  # the viewer's templates and stylesheet come from the wheel
+    result = subprocess.run([str(venv / "bin" / "genrun-view"), str(out), "--export", str(report)], cwd=elsewhere,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "table.sortable th" in report.read_text()

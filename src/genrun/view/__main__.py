@@ -1,0 +1,3 @@
+from genrun.view import main
+
+main()
