@@ -267,3 +267,17 @@ def test_a_missing_folder_or_a_bad_export_is_one_line(tmp_path: Path) -> None:
                                 timeout=60)
         assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("genrun-view: error:")
+
+
+def test_the_workers_end_with_the_server(outputs: Path) -> None:
+    import psutil
+
+    process, address = start_view(str(outputs))
+    with urllib.request.urlopen(address + "run?key=right&show=wrong", timeout=30) as reply:  # the workers built it
+        assert reply.status == 200
+    workers = psutil.Process(process.pid).children(recursive=True)
+    assert len(workers) >= 2
+    process.terminate()
+    process.wait(10)
+    gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert alive == []

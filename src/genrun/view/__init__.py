@@ -78,8 +78,10 @@ def run(args: argparse.Namespace) -> None:
         token = os.environ.get(TOKEN_VARIABLE) or secrets.token_urlsafe(32)
     from genrun.view.app import Viewer
     from genrun.view.server import build_app, serve
+    from genrun.view.workers import warm
 
     viewer = Viewer(roots)
+    warm()
     found = viewer.catalog.scan(force=True)
     hosts = allowed_hosts(args.host, args.allowed_host)
     app = build_app(viewer, hosts, token)

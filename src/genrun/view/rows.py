@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,12 @@ import numpy as np
 import orjson
 
 from genrun.rundir import index as run_index
+from genrun.view.workers import BLOCK, build_columns, builder, parse, record_values, search_part
 
-BLOCK = 16 << 20  # journal bytes read at a time
 COLUMNS_WAIT_S = 60.0  # how long a filtered page waits for the columns of a huge run
 SEARCH_LIMIT = 200  # characters of a search text
 SEARCHES_KEPT = 4
+PARALLEL_SEARCH_ROWS = 100_000  # from this many records a search runs in the two workers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,18 +44,6 @@ class Filter:
 
     def needs_columns(self) -> bool:
         return self.show in ("wrong", "right", "truncated", "cached") or self.low is not None or self.high is not None
-
-
-def parse(line: bytes) -> dict[str, Any] | None:
-    """A journal line's record, or None for a garbled one (as the run's own reader decides)."""
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    index = record.get("index")
-    return record if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None
 
 
 class Rows:
@@ -172,6 +162,7 @@ class Rows:
             if not columns.ready.wait(COLUMNS_WAIT_S):
                 raise TimeoutError("the filter columns of this run are still being built; try again in a moment")
             if columns.error:
+                self.columns = None  # the next page tries again
                 raise RuntimeError(columns.error)
             with self.lock:
                 if len(columns.score) < count:  # records the journal gained since they were built
@@ -183,30 +174,23 @@ class Rows:
 
     def search(self, text: str, count: int) -> np.ndarray:
         """Which of the first `count` records hold the text (as JSON writes it), case-insensitive
-        for ASCII letters: one pass over the journal's bytes, kept for the next page."""
+        for ASCII letters: one pass over the journal's bytes (a large journal's two halves in the
+        two workers at once), kept for the next page."""
         key = (text.lower(), count)
         if key in self.searches:
             return self.searches[key]
         needle = orjson.dumps(text)[1:-1].lower()
         ends = self.ends[:count]
-        found = np.zeros(count, bool)
-        limit = int(ends[-1]) if count else 0
-        with open(self.answers, "rb") as journal:
-            base = 0
-            while base < limit:
-                block = journal.read(min(BLOCK, limit - base))
-                cut = block.rfind(b"\n") + 1 if base + len(block) < limit else len(block)
-                block = block[:cut].lower()
-                hits, at = [], block.find(needle)
-                while at >= 0:
-                    hits.append(base + at)
-                    line_end = block.find(b"\n", at)
-                    at = block.find(needle, line_end + 1) if line_end >= 0 else -1
-                if hits:
-                    positions = np.searchsorted(ends, np.asarray(hits, np.int64), side="right")
-                    found[positions[positions < count]] = True
-                base += cut
-                journal.seek(base)
+        if count < PARALLEL_SEARCH_ROWS:
+            found = search_part(self.answers, ends, 0, needle)
+        else:
+            middle = count // 2
+            try:
+                halves = [builder().submit(search_part, self.answers, ends[:middle], 0, needle),
+                          builder().submit(search_part, self.answers, ends[middle:], int(ends[middle - 1]), needle)]
+                found = np.concatenate([h.result() for h in halves])
+            except BrokenProcessPool:  # a worker was killed: this search in this process
+                found = search_part(self.answers, ends, 0, needle)
         if len(self.searches) >= SEARCHES_KEPT:
             self.searches.pop(next(iter(self.searches)))
         self.searches[key] = found
@@ -272,64 +256,3 @@ class Columns:
             if chosen.high is not None:
                 keep &= score <= chosen.high
         return keep
-
-
-def record_values(record: dict[str, Any], metric: str) -> tuple[float, bool, bool]:
-    """(main score or NaN, hit the token cap, from the cache): what the filters read of a record."""
-    scores = record.get("scores")
-    value = scores.get(metric) if type(scores) is dict else None
-    number = float(value) if type(value) in (float, int) else np.nan  # bool is no score
-    truncated = record.get("finish_reason") == "length"
-    if not truncated and "finish_reasons" in record:
-        reasons = record["finish_reasons"]
-        truncated = isinstance(reasons, list) and "length" in reasons
-    return number, truncated, record.get("cached") is True
-
-
-_builder: Any = None
-
-
-def builder() -> Any:
-    """The two worker processes that build columns, started on first use."""
-    global _builder
-    if _builder is None:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        _builder = ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn"))
-    return _builder
-
-
-def build_columns(answers: Path, ends: np.ndarray, metric: str,
-                  start: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The columns of the records ending at `ends`, from one pass over the journal's bytes from
-    `start` (a record's end) to the last of them; a line that is no record (garbled) is matched
-    to no position."""
-    score, truncated, cached = np.full(len(ends), np.nan), np.zeros(len(ends), bool), np.zeros(len(ends), bool)
-    limit = int(ends[-1]) if len(ends) else 0
-    with open(answers, "rb") as journal:
-        base = start
-        journal.seek(base)
-        while base < limit:
-            block = journal.read(min(BLOCK, limit - base))
-            cut = block.rfind(b"\n") + 1
-            if cut == 0:
-                break
-            line_ends, values = [], []
-            position = base
-            for line in block[:cut].splitlines(keepends=True):
-                position += len(line)
-                record = parse(line)
-                if record is not None:
-                    line_ends.append(position)
-                    values.append(record_values(record, metric))
-            if line_ends:
-                at = np.searchsorted(ends, np.asarray(line_ends, np.int64))
-                keep = (at < len(ends)) & (ends[np.minimum(at, len(ends) - 1)] == line_ends)
-                table = np.asarray(values, dtype=float).reshape(-1, 3)
-                score[at[keep]] = table[keep, 0]
-                truncated[at[keep]] = table[keep, 1] > 0
-                cached[at[keep]] = table[keep, 2] > 0
-            base += cut
-            journal.seek(base)
-    return score, truncated, cached
