@@ -35,6 +35,8 @@ BENCHES = {
     "big_run": ["big_run", "--rows", "1000000", "10000000", "--repeats", "2"],
     "ceiling": ["ceiling", "--rows", "200000", "--repeats", "2"],
     "many_servers": ["many_servers"],
+    # builds a 1M-row run once (about 360 MB in GENRUN_BENCH_DIR)
+    "view": ["view"],
 }
 MODELS = {"tiny": "tiny model", "demo": "SmolLM2-135M"}
 SCRIPTS = list(BENCHES)
@@ -149,6 +151,18 @@ def tables(results: dict[str, dict]) -> str:
                        f"{r(x['genrun_rows_per_s'])} vs {r(x['baseline_rows_per_s'])} rows/s, ratio "
                        f"**{r(x['ratio'], 2)}**, the second server's share of rows {r(x['second_share'], 2)} | "
                        f"{expect} |")
+    v = ok(results, "view")
+    if v:
+        out.append(f"| 10. genrun-view, a finished run of {v['rows']:,} rows ({v['answers_mb']} MB) | over HTTP, a "
+                   f"fresh server each repeat; beside one plain `json.loads` of answers.jsonl "
+                   f"({r(v['plain_parse_s'])} s) | open {r(v['open_s'], 2)} s (**{v['open_vs_parse']:.2f}x** the "
+                   f"plain parse); a page of rows {r(v['page_ms'])} ms (worst of 20: {r(v['page_ms_worst'])}); "
+                   f"filtered {r(v['filtered_ms'])} ms (worst {r(v['filtered_ms_worst'])}) once the columns are "
+                   f"built, the first filtered page at once after opening {r(v['first_filtered_s'], 2)} s; a text "
+                   f"search's first page {r(v['search_first_ms'], 0)} ms, its next pages {r(v['search_next_ms'])} "
+                   f"ms; a row {r(v['row_ms'])} ms; peak RSS with the workers {v['peak_rss_mib']['median']:.0f} MiB, "
+                   f"{v['peak_own_mib']['median']:.0f} MiB without the journal's mapped pages "
+                   "| open < 2 s, a page < 300 ms |")
     for name, x in results.items():
         if "error" in x:
             out.append(f"| {name} | did not run | {x['error']} | |")

@@ -105,7 +105,7 @@ def task_name(run: dict[str, Any]) -> str:
     if isinstance(task, dict) and task.get("name"):
         return str(task["name"])
     dataset = run.get("dataset") or {}
-    name = str(dataset.get("path") or "")
+    name = Path(str(dataset.get("path") or "")).name
     return name + (f" ({dataset['name']})" if dataset.get("name") else "")
 
 
@@ -123,10 +123,19 @@ def run_line(found: Found, locked: set[tuple[int, int]]) -> dict[str, Any]:
     if rows is None or status == "running":
         rows = indexed_rows(found.path)
     when = run.get("started_at") or time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(found.path.stat().st_mtime))
-    return {"key": found.key, "when": str(when), "backend": backend_name(run), "model": model_name(run),
+    return {"key": found.key, "label": label(found), "when": str(when)[:19].replace("T", " "),
+            "backend": backend_name(run), "model": model_name(run),
             "task": task_name(run), "rows": rows, "answered": metrics.get("answered"), "failed": metrics.get("failed"),
             "metric": metric, "score": scores.get(metric), "ci95": intervals.get(metric), "status": status,
             "wall_s": metrics.get("wall_s"), "cost": metrics.get("cost")}
+
+
+def label(found: Found) -> str:
+    """A run's name on the runs page: a sweep's job as SWEEP/job N (its folder's name repeats
+    every override), any other run as its key."""
+    if any((found.path.parent / n).exists() for n in SWEEP_FILES) and "/" in found.key:
+        return f"{found.key.rsplit('/', 1)[0]}/job {found.path.name.split('_', 1)[0]}"
+    return found.key
 
 
 def indexed_rows(run: Path) -> int | None:
