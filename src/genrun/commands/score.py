@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from genrun import credentials
 from genrun.commands import run_command
+from genrun.engine.executing import execute_file
 from genrun.engine.judging import judge_file
 from genrun.errors import UserError, cannot_write
 from genrun.reports.summary import write_summary
@@ -43,6 +44,7 @@ def rescore_run(answers: Path, overrides: list[str], judge: JudgeConfig | None =
     with RunLock(run_dir):
         if judge is not None:
             judge_file(answers, judge)
+        execute_file(answers, scorer, ScoringConfig(**settings))  # code_pass: the programs not run yet
         totals = rescored(answers, scorer)
         metrics_file = run_dir / "metrics.json"
         old = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}

@@ -20,6 +20,7 @@ from genrun.backend.cached import CachedBackend
 from genrun.dataset import local_files, open_rows
 from genrun.engine import batch_files
 from genrun.engine.delivery import Delivery, choose, json_constraint
+from genrun.engine.executing import execute_file
 from genrun.engine.judging import judge_file
 from genrun.engine.progress import Progress
 from genrun.errors import FatalBackendError, UserError, cannot_write
@@ -30,6 +31,7 @@ from genrun.rundir import provenance, resume, status
 from genrun.rundir.journal import AnswerLog, now, write_json
 from genrun.rundir.lock import RunLock
 from genrun.rundir.record import make_record
+from genrun.scoring.sandbox import isolation_of
 from genrun.scoring.scorer import Scorer
 from genrun.settings import Settings
 
@@ -43,6 +45,8 @@ def run(settings: Settings, out_dir: Path, backend: Backend | None = None) -> di
     A backend passed in (the benchmarks share one engine between runs) stays open: its caller
     owns it. Otherwise the delivery builds one, and it is closed at the end."""
     scorer = Scorer.of(settings.scoring, json_valid=json_constraint(settings.sampling), mode=settings.prompt.mode)
+    if "code_pass" in scorer.metrics:  # no sandbox: said now, not after every answer is paid for
+        isolation_of(settings.scoring.sandbox)
     delivery = choose(settings, out_dir)
     resume.check_resume_dir(settings.resume.dir, out_dir)
     with RunLock(out_dir):
@@ -69,7 +73,7 @@ class Job:
             stopped = self.answer(requests, backend)
         finally:
             self.answers.close()
-        return self.finish(self.judge(stopped or self.rows.error))
+        return self.finish(self.execute(self.judge(stopped or self.rows.error)))
 
     def check_resumable(self) -> dict[str, Any] | None:
         """The run.json of answers already here, if their config is this one's."""
@@ -174,10 +178,20 @@ class Job:
             return exc
         return None
 
+    def execute(self, stopped: BaseException | None) -> BaseException | None:
+        """With code_pass, the programs run once the answers are in (and the engine is closed)."""
+        if "code_pass" not in self.scorer.metrics or stopped is not None:
+            return stopped
+        try:
+            execute_file(self.out_dir / "answers.jsonl", self.scorer, self.settings.scoring)
+        except (UserError, KeyboardInterrupt) as exc:
+            return exc
+        return None
+
     def finish(self, stopped: BaseException | None) -> dict[str, Any]:
         """metrics.json and run.json's finish time; then what stopped the run is raised."""
         prices = self.settings.backend.get("prices")
-        if self.settings.judge is not None:  # the judged file was rewritten: its totals anew
+        if self.settings.judge is not None or "code_pass" in self.scorer.metrics:  # rewritten: its totals anew
             totals = status.summarize(self.out_dir / "answers.jsonl", self.scorer.metrics, prices)
         else:
             totals = self.answers.tally.result(prices)  # kept as records were written: the file is not reread

@@ -60,11 +60,17 @@ class Scorer:
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)
         unknown = [m for m in self.metrics if m not in METRICS and m not in CHOICE_METRICS
-                   and m not in PERPLEXITY_METRICS]
+                   and m not in PERPLEXITY_METRICS and m not in RAW_METRICS]
         if unknown or not self.metrics:
             raise UserError(f"scoring.metrics={unknown[0] if unknown else '[]'!r} is not a metric "
-                            f"(choose from {', '.join(METRICS)}; mode=choice: {', '.join(CHOICE_METRICS)}; "
+                            f"(choose from {', '.join([*METRICS, *RAW_METRICS])}; mode=choice: "
+                            f"{', '.join(CHOICE_METRICS)}; "
                             f"mode=perplexity: {', '.join(PERPLEXITY_METRICS)})")
+        if "math_equal" in self.metrics:
+            from genrun.scoring.math_equal import check_installed
+
+            check_installed()
+        self.text_metrics = [m for m in self.metrics if m not in RAW_METRICS]  # compared as text
         kinds = ["none", *extractors.EXTRACTORS, "regex"]
         if self.extract not in kinds:
             raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
@@ -86,12 +92,48 @@ class Scorer:
         golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
         scores: dict[str, Any] = {}
         for name in self.metrics:
+            if name == "code_pass":
+                continue  # from the program's run (executions), not from the text
             # extracted values compare as they are: normalising would turn "1.5" into "15"
-            compare = same if name in ("accuracy", "exact_match") else METRICS[name]
+            compare = same if name in ("accuracy", "exact_match") else METRICS.get(name) or raw_metric(name)
             scores[name] = max((compare(extracted, g) for g in golds), default=0.0) if extracted is not None else 0.0
         if unclosed:
             scores["unclosed_thinking"] = True
         return extracted, scores
+
+
+RAW_METRICS = ("math_equal", "code_pass")  # read the answer as it is: never normalised as text
+
+
+def raw_metric(name: str) -> Callable[[str, str], float]:
+    from genrun.scoring.math_equal import math_equal
+
+    return {"math_equal": math_equal}[name]
+
+
+def raw_scores(answer: str, reference: Any, metrics: list[str]) -> dict[str, float]:
+    """Without extraction: math_equal reads the whole answer (math-verify finds the expression)."""
+    text, _ = strip_thinking(answer)
+    from genrun.scoring.math_equal import math_equal
+
+    return {m: max((math_equal(text, g, prose=True) for g in references(reference)), default=0.0)
+            for m in metrics if m == "math_equal"}
+
+
+def executed(record: dict[str, Any], answers: list[str]) -> list[float] | None:
+    """code_pass of each sample, from the record's executions when they are of these answers."""
+    runs = record.get("executions")
+    if not isinstance(runs, list) or len(runs) != len(answers):
+        return None
+    if any(not isinstance(r, dict) or r.get("answer") != answer_digest(a) for r, a in zip(runs, answers)):
+        return None
+    return [float(r.get("passed") is True) for r in runs]
+
+
+def answer_digest(answer: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(answer.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def pass_at_k(n: int, correct: int, k: int) -> float:
@@ -184,9 +226,14 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
         if scorer.extract == "none":  # each distinct answer normalised once: its scores and its vote
             golds = normalized_references(record["reference"])
             said = {a: normalized_answer(a) for a in answers}
-            results = [(None, score_normalized(*said[a], golds, scorer.metrics)) for a in answers]
+            results = [(None, {**score_normalized(*said[a], golds, scorer.text_metrics),
+                               **raw_scores(a, record["reference"], scorer.metrics)}) for a in answers]
         else:
             results = [scorer.score(a, record["reference"]) for a in answers]
+        passed = executed(record, answers) if "code_pass" in scorer.metrics else None
+        if passed is not None:
+            for (_, sample), value in zip(results, passed):
+                sample["code_pass"] = value
         if scorer.extract != "none":
             record["extracted"] = results[0][0]
         if len(answers) == 1:
@@ -200,9 +247,11 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
             else:
                 votes = [said[a][0] for a in answers]
             for name in scorer.metrics:
-                scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
+                if all(name in s for s in sample_scores):  # code_pass: once the programs ran
+                    scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
             if any(s.get("unclosed_thinking") for s in sample_scores):
                 scores["unclosed_thinking"] = True
-            scores.update(sample_metrics(scorer.metrics[0], sample_scores, votes))
+            if scorer.metrics[0] in scores:
+                scores.update(sample_metrics(scorer.metrics[0], sample_scores, votes))
     if scores:
         record["scores"] = scores

@@ -226,6 +226,12 @@ def register() -> None:
     OmegaConf.register_new_resolver("genrun.data", lambda name: str(PACKAGE_DIR / "data" / name), replace=True)
     OmegaConf.register_new_resolver("genrun.tiny_model", tiny_model, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("genrun.demo_model", demo_model, replace=True, use_cache=True)
+    def humaneval() -> str:
+        from genrun.assets.humaneval import humaneval_path
+
+        return humaneval_path()
+
+    OmegaConf.register_new_resolver("genrun.humaneval", humaneval, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("genrun.dirname", dirname, replace=True)
     OmegaConf.register_new_resolver("genrun.or", lambda a, b: a if a not in (None, "") else b, replace=True)
 

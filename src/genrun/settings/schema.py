@@ -88,6 +88,12 @@ class ScoringConfig:
     metrics: List[str] = field(default_factory=lambda: ["accuracy", "exact_match", "f1"])
     extract: str = "none"  # none | choice | number | boxed | regex
     pattern: Optional[str] = None  # for extract=regex
+    # code_pass (genrun.scoring.code, sandbox): where the code is, the sandbox and its limits
+    code_from: str = "fence"  # fence: the last fenced block, else the whole answer | answer
+    sandbox: str = "auto"  # auto (bubblewrap, or an error) | bwrap | rlimits (trusted code only)
+    code_timeout_s: float = 10.0
+    code_memory_mb: int = 1024
+    code_workers: Optional[int] = None  # programs at once; null: the machine's cores
 
 
 @dataclass
