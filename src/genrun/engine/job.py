@@ -31,6 +31,7 @@ from genrun.rundir import provenance, resume, status
 from genrun.rundir.journal import AnswerLog, now, write_json
 from genrun.rundir.lock import RunLock
 from genrun.rundir.record import make_record
+from genrun.scoring.code import code_of
 from genrun.scoring.sandbox import isolation_of
 from genrun.scoring.scorer import Scorer
 from genrun.settings import Settings
@@ -45,8 +46,9 @@ def run(settings: Settings, out_dir: Path, backend: Backend | None = None) -> di
     A backend passed in (the benchmarks share one engine between runs) stays open: its caller
     owns it. Otherwise the delivery builds one, and it is closed at the end."""
     scorer = Scorer.of(settings.scoring, json_valid=json_constraint(settings.sampling), mode=settings.prompt.mode)
-    if "code_pass" in scorer.metrics:  # no sandbox: said now, not after every answer is paid for
+    if "code_pass" in scorer.metrics:  # no sandbox, a bad code_from: said now, not after every answer is paid for
         isolation_of(settings.scoring.sandbox)
+        code_of("", settings.scoring.code_from)
     delivery = choose(settings, out_dir)
     resume.check_resume_dir(settings.resume.dir, out_dir)
     with RunLock(out_dir):

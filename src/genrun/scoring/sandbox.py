@@ -45,7 +45,8 @@ def isolation_of(asked: str) -> str:
         raise UserError(f"scoring.sandbox={asked!r}: choose auto, bwrap or rlimits")
     if asked == "rlimits":
         return asked
-    if shutil.which("bwrap") is None or shutil.which("prlimit") is None:
+    tools = ["bwrap", "prlimit", *(["setpriv"] if os.geteuid() == 0 else [])]  # setpriv: root runs it as nobody
+    if any(shutil.which(tool) is None for tool in tools):
         raise UserError("scoring.metrics=[code_pass] runs the model's code in bubblewrap, which is not installed: "
                         "apt-get install bubblewrap (or scoring.sandbox=rlimits for trusted code: no network "
                         "or file isolation)")
