@@ -125,5 +125,67 @@ def mean_ci95(values: Sequence[float]) -> list[float]:
     if k < 2:
         return [mean, mean]
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
-    half = (T95[k - 2] if k - 1 <= len(T95) else Z95) * sd / math.sqrt(k)
+    half = t95(k - 1) * sd / math.sqrt(k)
     return [mean - half, mean + half]
+
+
+def t95(df: int) -> float:
+    """Student's t two-sided 95% quantile for df degrees of freedom (the normal's beyond 30)."""
+    return T95[df - 1] if 1 <= df <= len(T95) else Z95
+
+
+def cluster_se(n: int, total: float, clusters: Sequence[tuple[int, float]]) -> float:
+    """The cluster-robust standard error of a mean over n rows in G clusters, each given as its
+    (rows, sum of scores): the sandwich estimator of a regression on a constant with the CR1
+    small-sample factor G / (G - 1), as statsmodels' OLS(...).fit(cov_type="cluster") computes
+    it: sqrt(G / (G - 1) * sum_g (sum_{i in g} (y_i - mean))^2) / n."""
+    g = len(clusters)
+    if g < 2 or n < 2:
+        return math.nan
+    mean = total / n
+    spread = sum((s - k * mean) ** 2 for k, s in clusters)
+    return math.sqrt(g / (g - 1) * spread) / n
+
+
+def cluster_ci95(n: int, total: float, clusters: Sequence[tuple[int, float]]) -> list[float]:
+    """mean +- t(G - 1) * cluster-robust SE: with G clusters there are G - 1 degrees of freedom."""
+    se = cluster_se(n, total, clusters)
+    mean = total / n if n else math.nan
+    half = t95(len(clusters) - 1) * se
+    return [mean - half, mean + half]
+
+
+# The minimum detectable difference: the smallest true difference between two runs that a
+# two-sided test at alpha 0.05 finds 80% of the time (z 0.975 + z 0.80, normal approximation).
+Z80 = 0.8416212335729143
+
+
+def min_detectable_difference(sd: float, n: int, paired: bool = False) -> float:
+    """For two independent runs of n rows with the score's standard deviation sd (sd * sqrt(2 / n)
+    is the difference's standard error), or for a paired comparison where sd is that of the
+    row-wise differences (sd / sqrt(n))."""
+    if n < 2 or not math.isfinite(sd):
+        return math.nan
+    return (Z95 + Z80) * sd * math.sqrt((1 if paired else 2) / n)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate), in the order given."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: p_values[i], reverse=True)
+    adjusted, running = [0.0] * m, 1.0
+    for back, i in enumerate(order):
+        running = min(running, m / (m - back) * p_values[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted
