@@ -42,6 +42,8 @@ class Completion:
     cached: bool = False  # answered from the response cache (backend.response_cache), no request sent
     # mode=choice: one per continuation, in order; mode=perplexity: one, the whole text's
     loglikelihoods: list[Scored] | None = None
+    # the prompt as the engine read it, chat template applied (local engines; records keep its digest)
+    prompt_text: str | None = None
 
     @staticmethod
     def of_samples(samples: list[Completion]) -> Completion:

@@ -20,7 +20,14 @@ from genrun.backend.base import (
     split_known,
     template_hash,
 )
-from genrun.backend.local_model import check_model_path, gguf_file, load_image, only_these_gpus, parse_gpu_ids
+from genrun.backend.local_model import (
+    chat_template_text,
+    check_model_path,
+    device_kwargs,
+    gguf_file,
+    load_image,
+    only_these_gpus,
+)
 from genrun.backend.sampling import check_sampling
 from genrun.errors import RowError, UserError, one_line
 
@@ -77,6 +84,7 @@ class HFBackend(Backend):
         dtype: str = "auto",
         seed: int | None = 0,
         max_length: int | None = None,
+        chat_template: str | None = None,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"backend.batch_size must be at least 1, got {batch_size}")
@@ -123,6 +131,10 @@ class HFBackend(Backend):
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"backend.model_name_or_path={model_name_or_path!r} could not be loaded: {first}") from exc
+        template = chat_template_text(chat_template)
+        if template is not None:  # in place of the tokenizer's own (run.json's chat_template_sha256 says which)
+            (self.processor or self.tokenizer).chat_template = template
+            self.tokenizer.chat_template = template
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         eos = self.model.generation_config.eos_token_id
@@ -231,6 +243,7 @@ class HFBackend(Backend):
         for j, (i, length) in enumerate(zip(rows, prompt_lengths)):
             samples = [self._completion(tokens, length) for tokens in new_tokens[j * sampled:(j + 1) * sampled]]
             completions[i] = Completion.of_samples(samples * (self.n // sampled))
+            completions[i].prompt_text = texts[j]  # type: ignore[union-attr]
         return completions  # type: ignore[return-value]
 
     async def loglikelihood_batch(self, rows: list[tuple[str, list[str]]]) -> list[Completion]:
@@ -303,28 +316,6 @@ class HFBackend(Backend):
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-
-
-def device_kwargs(gpu_ids: str | int | None) -> dict[str, Any]:
-    """from_pretrained placement: None -> every visible GPU (the CPU without one);
-    "0" -> that GPU; "0,1" -> spread over those GPUs only."""
-    import torch
-
-    ids = parse_gpu_ids(gpu_ids)
-    if not torch.cuda.is_available():
-        if ids:
-            log.warning("backend.gpu_ids=%s but no CUDA device is visible: running on the CPU", gpu_ids)
-        return {}
-    count = torch.cuda.device_count()
-    missing = [i for i in ids or [] if i >= count]
-    if missing:
-        raise UserError(f"backend.gpu_ids={gpu_ids}: GPU {missing[0]} does not exist ({count} visible)")
-    if ids is None:
-        return {"device_map": "auto"}
-    if len(ids) == 1:
-        return {"device_map": {"": ids[0]}}
-    memory = {i: torch.cuda.get_device_properties(i).total_memory for i in ids}
-    return {"device_map": "auto", "max_memory": memory}
 
 
 def compile_grammar(constraint: Mapping[str, Any], tokenizer: Any, config: Any) -> Any:

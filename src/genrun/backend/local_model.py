@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import os
 import sys
 from pathlib import Path
@@ -63,7 +64,6 @@ def gguf_as_folder(path: str) -> str:
     """A GGUF file as a transformers folder in genrun's cache, converted once (dequantized):
     for engines that want a folder (vLLM's CPU build here)."""
     import hashlib
-    import logging
 
     from genrun.assets.folder import cache_root, cached
     from genrun.assets.gguf import gguf_to_transformers
@@ -100,3 +100,40 @@ def load_image(url: str, timeout: float = 30.0) -> Any:
         return Image.open(io.BytesIO(data)).convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise RowError(f"not an image: {url[:60]}") from None
+
+
+def device_kwargs(gpu_ids: str | int | None) -> dict[str, Any]:
+    """from_pretrained placement: None -> every visible GPU (the CPU without one);
+    "0" -> that GPU; "0,1" -> spread over those GPUs only."""
+    import torch
+
+    ids = parse_gpu_ids(gpu_ids)
+    if not torch.cuda.is_available():
+        if ids:
+            logging.getLogger(__name__).warning("backend.gpu_ids=%s but no CUDA device is visible: running on the CPU",
+                                                gpu_ids)
+        return {}
+    count = torch.cuda.device_count()
+    missing = [i for i in ids or [] if i >= count]
+    if missing:
+        raise UserError(f"backend.gpu_ids={gpu_ids}: GPU {missing[0]} does not exist ({count} visible)")
+    if ids is None:
+        return {"device_map": "auto"}
+    if len(ids) == 1:
+        return {"device_map": {"": ids[0]}}
+    memory = {i: torch.cuda.get_device_properties(i).total_memory for i in ids}
+    return {"device_map": "auto", "max_memory": memory}
+
+
+def chat_template_text(chat_template: str | None) -> str | None:
+    """backend.chat_template: a Jinja chat template in place of the tokenizer's own, given as
+    text or as the path of a file holding it (as vLLM's --chat-template takes it)."""
+    if not chat_template:
+        return None
+    if "{" not in chat_template:  # a template always holds a tag; a path never needs one
+        try:
+            return Path(chat_template).expanduser().read_text()
+        except OSError as exc:
+            raise UserError(f"backend.chat_template={chat_template!r} is neither a template nor a readable file "
+                            f"({exc.strerror})") from None
+    return chat_template

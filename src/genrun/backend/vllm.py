@@ -25,7 +25,7 @@ from typing import Any, Mapping
 from genrun.backend import loglikelihood
 from genrun.backend import vllm_internals as internals
 from genrun.backend.base import Backend, Completion, Failure, Prompt, check_extra, split_known, template_hash
-from genrun.backend.local_model import check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
+from genrun.backend.local_model import chat_template_text, check_model_path, gguf_as_folder, gguf_file, parse_gpu_ids
 from genrun.backend.sampling import check_sampling
 from genrun.backend.vllm_internals import EngineDied
 from genrun.errors import UserError, one_line
@@ -75,12 +75,14 @@ class VLLMBackend(Backend):
         dtype: str = "auto",
         trust_remote_code: bool = True,
         seed: int | None = 0,
+        chat_template: str | None = None,
         **engine_kwargs: Any,
     ) -> None:
         if getattr(multiprocessing.current_process(), "_inheriting", False):
             # A spawned vLLM worker is re-importing a script that builds the engine at import time.
             raise UserError(f"vLLM starts its workers with spawn, which re-imports your script: {SPAWN_GUARD}")
         self.chat_template_kwargs = check_extra(extra, self.name)
+        self.chat_template = chat_template_text(chat_template)  # in place of the tokenizer's own
         vllm = import_vllm()
         self.input_errors = input_errors()
         self.sampling_params = sampling_params(vllm, check_sampling(sampling))
@@ -127,7 +129,7 @@ class VLLMBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         tokenizer = self.llm.get_tokenizer() if self.llm is not None else None
-        template = getattr(tokenizer, "chat_template", None)
+        template = self.chat_template or getattr(tokenizer, "chat_template", None)
         return {"model": self.model_path, "chat_template_sha256": template_hash(template)}
 
     async def generate_batch(self, conversations: list[Prompt],
@@ -207,7 +209,7 @@ class VLLMBackend(Backend):
 
     def _enqueue(self, prompt: Any, params: Any) -> list[str]:
         if isinstance(prompt, list):  # chat messages
-            return self.llm.enqueue_chat([prompt], params, use_tqdm=False,
+            return self.llm.enqueue_chat([prompt], params, use_tqdm=False, chat_template=self.chat_template,
                                          chat_template_kwargs=self.chat_template_kwargs or None)
         if isinstance(prompt, str):  # text, encoded as hf and lm-eval encode it (the tokenizer's special tokens)
             prompt = {"prompt_token_ids": self.llm.get_tokenizer().encode(prompt)}
@@ -247,10 +249,12 @@ class VLLMBackend(Backend):
     @staticmethod
     def _completion(output: Any) -> Completion:
         prompt_tokens = len(output.prompt_token_ids or [])
-        return Completion.of_samples([  # sampling.n of them
+        completion = Completion.of_samples([  # sampling.n of them
             Completion(answer=choice.text, finish_reason=choice.finish_reason, prompt_tokens=prompt_tokens,
                        completion_tokens=len(choice.token_ids))
             for choice in sorted(output.outputs, key=lambda c: c.index)])
+        completion.prompt_text = output.prompt if isinstance(output.prompt, str) else None
+        return completion
 
     def close(self) -> None:
         """Stop the engine's processes and free its memory (GPU memory, or the CPU KV cache)."""

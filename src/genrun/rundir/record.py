@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any
 
 from genrun.backend.base import Completion
@@ -30,6 +31,11 @@ def make_record(request: Request, completion: Completion, latency: float | None,
         record["reasoning"] = completion.reasoning
     if completion.cached:
         record["cached"] = True
+    if completion.prompt_text is not None:  # genrun-compare --explain: were the rendered prompts the same?
+        text = completion.prompt_text.encode("utf-8", "surrogatepass")
+        record["prompt_sha256"] = hashlib.sha256(text).hexdigest()[:16]
+        if "messages_sent" in meta:  # record_messages=true: the rendered text too
+            record["prompt_rendered"] = completion.prompt_text
     # mode=choice: the answer (the chosen choice) is set when it is scored; mode=perplexity has none
     if completion.loglikelihoods is not None:
         record["loglikelihoods"] = [dataclasses.asdict(s) for s in completion.loglikelihoods]
