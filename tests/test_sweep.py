@@ -26,8 +26,10 @@ def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None
     assert {(r["sampling.temperature"], r["sampling.top_p"]) for r in rows} == {
         ("0.2", "0.8"), ("0.2", "0.95"), ("1.0", "0.8"), ("1.0", "0.95")}
     assert all(r["status"] == "ok" and r["rows"] == "6" and r["accuracy"] != "" for r in rows)
-    table, best = (tmp_path / "summary.md").read_text().split("\n\n")
+    parts = (tmp_path / "summary.md").read_text().split("\n\n")
+    table, best = parts[0], parts[-1]
     assert table.count("\n") == 5 and best.startswith("Best on accuracy: ")  # header, rule, four jobs
+    assert any(p.startswith("mdd_accuracy: the smallest true difference") for p in parts)
     assert all(r["accuracy_ci95_low"] <= r["accuracy"] <= r["accuracy_ci95_high"] for r in rows)
     assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -43,7 +43,7 @@ def run_job(cfg: DictConfig) -> int:
 
     try:
         metrics = run(settings.load(cfg), out_dir)
-        code = EXIT_OK if metrics["failed"] == 0 else EXIT_FAILED_ROWS
+        code = EXIT_OK if metrics["failed"] == 0 and metrics.get("status", "ok") == "ok" else EXIT_FAILED_ROWS
     except UserError as exc:
         if full_error():
             raise

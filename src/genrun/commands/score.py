@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,8 +24,10 @@ from genrun.engine.executing import execute_file
 from genrun.engine.judging import judge_file
 from genrun.errors import UserError, cannot_write
 from genrun.reports.summary import write_summary
+from genrun.rundir import provenance
 from genrun.rundir.journal import now, read_records, rewrite, write_json
 from genrun.rundir.lock import RunLock
+from genrun.rundir.status import truncation_warning
 from genrun.rundir.tally import Tally
 from genrun.scoring.scorer import Scorer, score_record
 from genrun.settings import compose, load_judge
@@ -45,16 +48,19 @@ def rescore_run(answers: Path, overrides: list[str], judge: JudgeConfig | None =
         if judge is not None:
             judge_file(answers, judge)
         execute_file(answers, scorer, ScoringConfig(**settings))  # code_pass: the programs not run yet
-        totals = rescored(answers, scorer)
+        totals = rescored(answers, scorer, settings.get("group_by"), settings.get("cluster_by"))
         metrics_file = run_dir / "metrics.json"
         old = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
-        metrics = {k: v for k, v in old.items()
-                   if k not in ("scores", "scores_ci95", "scores_rows", "scored_rows", "unclosed_thinking")}
+        metrics = {k: v for k, v in old.items() if k not in SCORE_KEYS and not k.startswith("scores")}
         metrics.update(totals)
         write_json(metrics_file, metrics)
+        warning = truncation_warning(metrics, float(settings.get("max_truncated", 0.05)), None)
+        if warning:
+            print(f"genrun-score: warning: {warning}", file=sys.stderr)
         if record is not None:
             history = [*record.get("rescored", []), {"at": now(), "scoring": before, "scores": old.get("scores")}]
-            write_json(run_json, {**record, "scoring": settings, "rescored": history})
+            judged = {"judge": provenance.judge_record(judge)} if judge is not None else {}
+            write_json(run_json, {**record, "scoring": settings, "rescored": history, **judged})
     return metrics
 
 
@@ -79,14 +85,20 @@ def judge_settings(overrides: list[str]) -> JudgeConfig:
     return judge
 
 
-def rescored(answers: Path, scorer: Scorer) -> dict[str, Any]:
+# metrics.json's keys that scoring writes (besides scores_*): a rescore replaces them all
+SCORE_KEYS = ("scored_rows", "unclosed_thinking", "ambiguous_rows", "ambiguous_share", "truncated_rows",
+              "truncated_share", "group_by", "groups", "cluster_by", "clusters", "ci95_estimator")
+
+
+def rescored(answers: Path, scorer: Scorer, group_by: str | None = None,
+             cluster_by: str | None = None) -> dict[str, Any]:
     """Rewrite the answers file with new scores, streaming; returns its totals (Tally.result)."""
     def records() -> Iterator[dict[str, Any]]:
         for record in read_records(answers):
             score_record(record, scorer)  # a judge's verdict is kept, not redone
             yield record
 
-    tally = Tally(scorer.metrics)
+    tally = Tally(scorer.metrics, group_by, cluster_by)
     try:
         rewrite(answers, records(), tally)
     except OSError as exc:

@@ -55,6 +55,11 @@ def run(settings: Settings, out_dir: Path, backend: Backend | None = None) -> di
         return Job(settings, out_dir, delivery, scorer).run(backend)
 
 
+def kept_columns(scoring: Any) -> tuple[str, ...]:
+    """The columns a record keeps for scoring's groups and clusters."""
+    return tuple(dict.fromkeys(c for c in (scoring.group_by, scoring.cluster_by) if c))
+
+
 class Job:
     def __init__(self, settings: Settings, out_dir: Path, delivery: Delivery, scorer: Scorer) -> None:
         self.settings, self.out_dir, self.delivery, self.scorer = settings, out_dir, delivery, scorer
@@ -89,17 +94,24 @@ class Job:
         self.rows = open_rows(dataset)
         check_fields(dataset.fields, self.settings.prompt.mode, self.rows.first, str(dataset.path), dataset.template)
         resume.check_same_dataset(saved, self.rows.info, self.settings.resume.allow_changed_dataset)
+        for key in ("group_by", "cluster_by"):
+            column = getattr(self.settings.scoring, key)
+            if column and column not in self.rows.first:
+                raise UserError(f"scoring.{key}={column!r} is not a column of {dataset.path} (columns: "
+                                f"{', '.join(self.rows.first)}); set scoring.{key}=<column>")
 
     def open_journal(self) -> None:
         """answers.jsonl, with the rows already done (resume skips them, datasets itself those
         before the first one not done)."""
+        scoring = self.settings.scoring
         self.answers = AnswerLog(self.out_dir / "answers.jsonl", retry_errors=self.settings.resume.retry_errors,
-                                 metrics=self.scorer.metrics)
+                                 metrics=self.scorer.metrics, group_by=scoring.group_by, cluster_by=scoring.cluster_by)
         self.rows.skip_done(self.answers.done)
 
     def requests(self) -> Iterator[Request]:
         s = self.settings
-        build, self.rows.info["fewshot"] = request_maker(s.dataset, s.prompt, s.sampling.get("seed"))
+        build, self.rows.info["fewshot"] = request_maker(s.dataset, s.prompt, s.sampling.get("seed"),
+                                                         kept_columns(s.scoring))
         done = self.answers.done
         return (build(index, row) for index, row in self.rows.rows if index not in done)
 
@@ -108,8 +120,10 @@ class Job:
                                        self.settings.identity)
         if isinstance(backend, CachedBackend):  # for genrun-cache explain
             record["cache"] = {"path": str(backend.cache.path), "parts": backend.run_parts}
-        record["scoring"] = {"metrics": self.scorer.metrics, "extract": self.scorer.extract,
-                             "pattern": self.scorer.pattern}  # what genrun-score starts from
+        scoring = self.settings.scoring
+        record["scoring"] = {"metrics": self.scorer.metrics, "extract": self.scorer.extract,  # genrun-score starts here
+                             "pattern": self.scorer.pattern, "choice_policy": self.scorer.choice_policy,
+                             "group_by": scoring.group_by, "cluster_by": scoring.cluster_by}
         return record
 
     def export(self, requests: Iterator[Request]) -> dict[str, Any]:
@@ -178,6 +192,8 @@ class Job:
             judge_file(self.out_dir / "answers.jsonl", self.settings.judge)
         except (UserError, FatalBackendError, KeyboardInterrupt) as exc:
             return exc
+        if self.record is not None:
+            self.record["judge"] = provenance.judge_record(self.settings.judge)
         return None
 
     def execute(self, stopped: BaseException | None) -> BaseException | None:
@@ -194,7 +210,8 @@ class Job:
         """metrics.json and run.json's finish time; then what stopped the run is raised."""
         prices = self.settings.backend.get("prices")
         if self.settings.judge is not None or "code_pass" in self.scorer.metrics:  # rewritten: its totals anew
-            totals = status.summarize(self.out_dir / "answers.jsonl", self.scorer.metrics, prices)
+            totals = status.summarize(self.out_dir / "answers.jsonl", self.scorer.metrics, prices,
+                                      self.settings.scoring.group_by, self.settings.scoring.cluster_by)
         else:
             totals = self.answers.tally.result(prices)  # kept as records were written: the file is not reread
         metrics = status.collect(totals, wall=self.wall, new_rows=self.new_rows,
@@ -202,6 +219,12 @@ class Job:
                                  stopped=stopped)
         if self.parts:  # this session's, server by server or engine by engine
             metrics.update(self.parts)
+        scoring = self.settings.scoring
+        warning = status.truncation_warning(metrics, scoring.max_truncated, self.settings.sampling.get("max_tokens"))
+        if warning:
+            log.warning("%s", warning)
+            if scoring.strict and metrics["status"] == "ok":  # the CLI exits 1, a sweep counts the job as not ok
+                metrics.update(status="truncated", error=f"{warning} (scoring.strict=true)")
         try:
             write_json(self.out_dir / "metrics.json", metrics)
             if self.record is not None:

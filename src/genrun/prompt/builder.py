@@ -18,7 +18,8 @@ from genrun.settings import PromptOptions
 from genrun.settings.schema import DatasetConfig
 
 
-def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSettings:
+def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions,
+                    keep_columns: tuple[str, ...] = ()) -> PromptSettings:
     """The row-shaping settings, templates compiled once."""
     template, reference = compiled(dataset, "template"), compiled(dataset, "reference_template")
     if prompt.as_text and prompt.mode in ("multimodal", "multiturn"):
@@ -41,7 +42,7 @@ def prompt_settings(dataset: DatasetConfig, prompt: PromptOptions) -> PromptSett
     return PromptSettings(prompt.system_prompt, prompt.image_tag, image_base_dir(str(dataset.path)), template,
                           reference, compiled(dataset, "system_template"), compiled_each(dataset, "choice_templates"),
                           compiled(dataset, "units_template"), compiled_each(dataset, "context_templates"),
-                          record_messages=prompt.record_messages,
+                          record_messages=prompt.record_messages, keep_columns=keep_columns,
                           as_text=prompt.as_text,
                           fewshot_delimiter=prompt.fewshot_delimiter, target_delimiter=prompt.target_delimiter)
 
@@ -57,10 +58,11 @@ def compiled_each(dataset: DatasetConfig, key: str) -> tuple[Any, ...]:
     return tuple(compile_template(t, f"dataset.{key}[{i}]") for i, t in enumerate(getattr(dataset, key) or ()))
 
 
-def request_maker(dataset: DatasetConfig, prompt: PromptOptions,
-                  sampling_seed: int | None = None) -> tuple[Callable[[int, Any], Request], dict[str, Any] | None]:
-    """Row -> Request, and what run.json records of the few-shot examples."""
-    settings = prompt_settings(dataset, prompt)
+def request_maker(dataset: DatasetConfig, prompt: PromptOptions, sampling_seed: int | None = None,
+                  keep_columns: tuple[str, ...] = ()) -> tuple[Callable[[int, Any], Request], dict[str, Any] | None]:
+    """Row -> Request, and what run.json records of the few-shot examples. keep_columns: the
+    columns whose values each record keeps (`columns`), for scoring's groups and clusters."""
+    settings = prompt_settings(dataset, prompt, keep_columns)
     if prompt.mode == "choice":  # an example's answer is the text of its right choice, as lm-eval shows it
         def answer_of(row: Any) -> Any:
             choices = row_choices(row, dataset.fields, settings)

@@ -41,6 +41,7 @@ class PromptSettings:
     as_text: bool = False  # the prompt goes as text, no chat template (chat_template=false; mode=choice)
     fewshot_delimiter: str = "\n\n"
     target_delimiter: str = " "
+    keep_columns: tuple[str, ...] = ()  # the record keeps these columns' values (scoring.group_by, cluster_by)
 
 
 def row_prompt(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
@@ -86,6 +87,11 @@ class Mode:
 
 def _generate(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
     kept["prompt"] = row_prompt(row, fields, s)
+    if fields.choices:  # extract=choice reads an answer's choice text as well as its letter
+        try:
+            kept["choices"] = row_choices(row, fields, s)
+        except RowError:
+            pass  # the letter alone is read, as without choices
     return prompt_messages(kept["prompt"], row_system(row, s))
 
 
@@ -180,6 +186,8 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
 
     def request(index: int, row: Mapping[str, Any]) -> Request:
         meta: dict[str, Any] = {"id": row_id(index, row)}
+        if settings.keep_columns:
+            meta["columns"] = {c: plain(row.get(c)) for c in settings.keep_columns}
         try:
             if has_reference:
                 meta["reference"] = row_reference(row, fields, settings)
@@ -212,6 +220,11 @@ def request_builder(mode: str, fields: FieldsConfig, settings: PromptSettings,
         return Request(index, prompt, meta=meta, rolling=mode == "perplexity")
 
     return request
+
+
+def plain(value: Any) -> Any:
+    """A column's value as JSON holds it: a subject's name, a passage's number."""
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
 AUTO_ID = "auto"  # dataset.fields.id=auto: the `id` column where the data has one, else the row index

@@ -81,14 +81,16 @@ class AnswerLog:
 
     SAVE_TALLY_EVERY = 50_000  # records: what a crash costs the next resume to re-tally
 
-    def __init__(self, path: Path, retry_errors: bool = False, metrics: list[str] | None = None) -> None:
+    def __init__(self, path: Path, retry_errors: bool = False, metrics: list[str] | None = None,
+                 group_by: str | None = None, cluster_by: str | None = None) -> None:
         from genrun.rundir import index as done_index
 
         self.path = path
         self.metrics = list(metrics or [])
+        self.by = {"group_by": group_by, "cluster_by": cluster_by}  # the tally's groups and clusters
         self.done = done_index.DoneRows()  # rows answered before this run started (resume skips them)
         self.failed_before = 0
-        self.tally = Tally(self.metrics)
+        self.tally = Tally(self.metrics, **self.by)
         self._checksums = done_index.Checksums()  # carried on from the last entry: each write adds one
         self._entries = 0  # entries in the index
         self._reconcile(retry_errors)
@@ -111,7 +113,7 @@ class AnswerLog:
             return
         size = self.path.stat().st_size
         index = done_index.load(self.path, size)  # checked against the journal: None if it disagrees
-        saved = Tally.load(tally_path(self.path), self.metrics) if index is not None else None
+        saved = Tally.load(tally_path(self.path), self.metrics, **self.by) if index is not None else None
         if saved is not None and not matches(index, *saved):
             saved = None  # a tally of other records than the index's, or edited: re-tallied from the journal
         if saved is not None:
@@ -167,7 +169,7 @@ class AnswerLog:
                     seen.add(i)
                     yield record
 
-        self.tally = Tally(self.metrics)
+        self.tally = Tally(self.metrics, **self.by)
         return rewrite(self.path, kept(), self.tally)
 
     def write(self, record: dict[str, Any]) -> None:

@@ -32,6 +32,23 @@ def collect(totals: dict[str, Any], wall: float, new_rows: int, new_tokens: int,
     return result
 
 
+def truncation_warning(metrics: dict[str, Any], max_truncated: float, max_tokens: Any) -> str | None:
+    """One line when more answers than max_truncated (a share) stopped at the token cap: their
+    scores are not the model's finished answers."""
+    share, rows = metrics.get("truncated_share") or 0.0, metrics.get("truncated_rows") or 0
+    if share <= max_truncated:
+        return None
+    scores = ""
+    finished, truncated = metrics.get("scores_finished") or {}, metrics.get("scores_truncated") or {}
+    main = next(iter(metrics.get("scores") or {}), None)
+    if main is not None:
+        scores = (f"; {main} {finished[main]:.3f} on finished answers, {truncated[main]:.3f} on truncated ones"
+                  if main in finished and main in truncated else "")
+    cap = f"sampling.max_tokens={max_tokens}" if max_tokens is not None else "sampling.max_tokens"
+    return (f"{share:.0%} of the answers ({rows} of {metrics.get('answered')}) hit the token cap "
+            f"({cap}){scores}: raise sampling.max_tokens (this warning: above scoring.max_truncated={max_truncated})")
+
+
 def mark_error(out_dir: Path, message: str) -> None:
     """Record in metrics.json that a job stopped on an error (the CLI's one line says it too)."""
     path = out_dir / "metrics.json"
@@ -42,10 +59,11 @@ def mark_error(out_dir: Path, message: str) -> None:
         log.warning("could not write %s: %s", path, exc)
 
 
-def summarize(path: Path, metrics: list[str], prices: dict[str, float] | None = None) -> dict[str, Any]:
+def summarize(path: Path, metrics: list[str], prices: dict[str, float] | None = None, group_by: str | None = None,
+              cluster_by: str | None = None) -> dict[str, Any]:
     """metrics.json's totals from an answers file, read once in bounded memory (see tally.py).
     The metrics come first in that order; then the others rows carry (pass@k, maj@n, judge)."""
-    tally = Tally(metrics)
+    tally = Tally(metrics, group_by, cluster_by)
     for record in read_records(path):
         tally.add(record)
     return tally.result(prices)

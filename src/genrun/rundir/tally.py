@@ -11,72 +11,24 @@ flat however many rows a run has.
 from __future__ import annotations
 
 import json
-import math
 import os
 import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from genrun.scoring.metrics import RATIO_METRICS, from_loglikelihood_per_unit
-from genrun.scoring.stats import BOOTSTRAP_ROWS, Z95, ci95, ratio_ci95, wilson
+from genrun.rundir.breakdown import Breakdown
+from genrun.rundir.scores import Ratio, Score
+from genrun.scoring.metrics import RATIO_METRICS
 
 COUNTS = ("rows", "answered", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt", "paid_completion",
-          "scored", "unclosed", "scoring_errors")
-
-
-class Score:
-    def __init__(self, n: int = 0, total: float = 0.0, squares: float = 0.0, binary: bool = True,
-                 values: list[float] | None = None) -> None:
-        self.n, self.total, self.squares, self.binary = n, total, squares, binary
-        self.values: list[float] | None = [] if values is None and n == 0 else values
-
-    def add(self, value: float) -> None:
-        self.n += 1
-        self.total += value
-        self.squares += value * value
-        self.binary = self.binary and value in (0.0, 1.0)
-        if self.values is not None:
-            self.values.append(value)
-            if len(self.values) > BOOTSTRAP_ROWS:
-                self.values = None  # the interval is now computed from the sums
-
-    def value(self) -> float:
-        return self.total / self.n
-
-    def interval(self) -> list[float]:
-        if self.values is not None:
-            return ci95(self.values)
-        if self.binary:
-            return wilson(self.total, self.n)
-        mean = self.total / self.n
-        sd = math.sqrt(max(self.squares - self.n * mean * mean, 0.0) / (self.n - 1))
-        return [mean - Z95 * sd / math.sqrt(self.n), mean + Z95 * sd / math.sqrt(self.n)]
-
-
-class Ratio:
-    """A corpus-level metric (mode=perplexity): the texts' summed log-likelihood over their
-    summed words or bytes, as lm-eval aggregates it, kept as the sums its interval needs."""
-
-    def __init__(self, metric: str, n: int = 0, y: float = 0.0, x: float = 0.0, yy: float = 0.0, xx: float = 0.0,
-                 xy: float = 0.0) -> None:
-        self.metric, self.n, self.y, self.x, self.yy, self.xx, self.xy = metric, n, y, x, yy, xx, xy
-
-    def add(self, logprob: float, units: float) -> None:
-        self.n += 1
-        self.y, self.x = self.y + logprob, self.x + units
-        self.yy, self.xx, self.xy = self.yy + logprob * logprob, self.xx + units * units, self.xy + logprob * units
-
-    def value(self) -> float:
-        return from_loglikelihood_per_unit(self.metric, self.y / self.x) if self.x else math.nan
-
-    def interval(self) -> list[float]:
-        low, high = ratio_ci95(self.n, self.y, self.x, self.yy, self.xx, self.xy)
-        return sorted(from_loglikelihood_per_unit(self.metric, r) for r in (low, high))
+          "scored", "unclosed", "scoring_errors", "choice_read", "ambiguous")
 
 
 class Tally:
-    def __init__(self, metrics: Iterable[str] = ()) -> None:
+    def __init__(self, metrics: Iterable[str] = (), group_by: str | None = None,
+                 cluster_by: str | None = None) -> None:
         self.metrics = list(metrics)
+        self.breakdown = Breakdown(group_by, cluster_by)
         self.counts = dict.fromkeys(COUNTS, 0)
         self.have_tokens = False
         self.first_error: str | None = None
@@ -102,9 +54,13 @@ class Tally:
                 counts["paid_completion"] += record["completion_tokens"]
         counts["scoring_errors"] += "scoring_error" in record
         scores = record.get("scores")
+        values: dict[str, float] = {}
         if scores:
             counts["scored"] += 1
             counts["unclosed"] += bool(scores.get("unclosed_thinking"))
+            if "ambiguous" in scores:  # extract=choice read both the letter and the choice's text
+                counts["choice_read"] += 1
+                counts["ambiguous"] += scores["ambiguous"] is True
             kept = self.scores
             for name, value in scores.items():
                 if name in RATIO_METRICS:  # a row's own; the corpus's is summed below
@@ -114,7 +70,9 @@ class Tally:
                     score = kept.get(name)
                     if score is None:
                         score = kept[name] = Score()
-                    score.add(float(value))
+                    values[name] = float(value)
+                    score.add(values[name])
+        self.breakdown.add(record, values)
         parts = record.get("perplexity")
         if isinstance(parts, dict) and isinstance(parts.get("logprob"), (int, float)):
             for name, unit in RATIO_METRICS.items():
@@ -143,8 +101,22 @@ class Tally:
             result["scores"] = {name: round(s.value(), 4) for name, s in scores.items()}
             result["scores_ci95"] = {name: [round(x, 4) for x in s.interval()] for name, s in scores.items()}
             result["scores_rows"] = {name: s.n for name, s in scores.items()}
+            result["scores_mdd"] = {name: round(s.detectable(), 4) for name, s in scores.items()
+                                    if isinstance(s, Score) and s.n > 1}
             result["scored_rows"] = counts["scored"]
             result["unclosed_thinking"] = counts["unclosed"]
+        if counts["choice_read"]:  # rows whose letter and choice text named different choices
+            result["ambiguous_rows"] = counts["ambiguous"]
+            result["ambiguous_share"] = round(counts["ambiguous"] / counts["choice_read"], 4)
+        if counts["answered"]:
+            extra = self.breakdown.result(counts["answered"], scores)
+            clustered = extra.pop("scores_ci95_clustered", None)
+            if clustered:  # the clustered intervals are the run's; the ones that assume independent rows stay beside
+                result["scores_ci95_iid"] = {name: result["scores_ci95"][name] for name in clustered}
+                result["scores_ci95"].update(clustered)
+                result["ci95_estimator"] = (f"cluster-robust (CR1) by {self.breakdown.cluster_by}, "
+                                            f"{extra['clusters']} clusters, t with {extra['clusters'] - 1} df")
+            result.update(extra)
         return result
 
     def save(self, path: Path, covers: int, stamp: dict[str, int] | None = None) -> None:
@@ -152,15 +124,16 @@ class Tally:
         it was made at (its count and checksums), which a resume checks it against."""
         state = {"covers": covers, "stamp": stamp, "metrics": self.metrics, "counts": self.counts,
                  "have_tokens": self.have_tokens, "first_error": self.first_error,
-                 "scores": {name: vars(s) for name, s in self.scores.items()}}
+                 "scores": {name: vars(s) for name, s in self.scores.items()}, "breakdown": self.breakdown.state()}
         body = json.dumps(state, sort_keys=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps({"checksum": zlib.crc32(body.encode()), "state": state}))
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, metrics: list[str]) -> tuple[Tally, int, dict[str, Any]] | None:
-        """A saved tally made with the same metrics, how many bytes of answers.jsonl it covers,
+    def load(cls, path: Path, metrics: list[str], group_by: str | None = None,
+             cluster_by: str | None = None) -> tuple[Tally, int, dict[str, Any]] | None:
+        """A saved tally made with the same metrics and groups, how many bytes of answers.jsonl it covers,
         and its stamp; None when there is none, or it was edited or damaged (its checksum)."""
         try:
             saved = json.loads(path.read_text())
@@ -169,7 +142,11 @@ class Tally:
                 return None
             if state["metrics"] != list(metrics) or not isinstance(state["stamp"], dict):
                 return None
+            breakdown = Breakdown.from_state(state["breakdown"])
+            if (breakdown.group_by, breakdown.cluster_by) != (group_by, cluster_by):
+                return None
             tally = cls(metrics)
+            tally.breakdown = breakdown
             tally.counts.update({k: int(v) for k, v in state["counts"].items() if k in tally.counts})
             tally.have_tokens, tally.first_error = bool(state["have_tokens"]), state["first_error"]
             tally.scores = {name: Ratio(**score) if "metric" in score else Score(**score)

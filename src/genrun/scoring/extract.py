@@ -7,7 +7,10 @@ extractor reads both the same way, so they compare as equals. None: nothing was 
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+import unicodedata
 from typing import Any, Callable
 
 # Highest priority first; within a pattern the last match wins (models restate, then conclude).
@@ -30,6 +33,56 @@ def choice(text: str) -> str | None:
         if found:
             return found[-1].upper()
     return None
+
+
+# A multiple-choice answer names its choice by letter, by the choice's text, or both; a model
+# may write one choice's letter with another's text ("A. True, False" where C is "True,
+# False"). Both are read; scoring.choice_policy decides (genrun.scoring.scorer).
+CHOICE_POLICIES = ("letter", "text", "strict")
+PAREN_LETTER = re.compile(r"(\([A-Z]\))")  # lm-eval's flexible-extract looks for "(B)" first
+
+
+@functools.cache
+def punctuation_table() -> dict[int, None]:
+    """Every Unicode punctuation character (categories P*), to delete: as lm-eval compares choice texts."""
+    return dict.fromkeys(i for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P"))
+
+
+def folded(text: str) -> str:
+    return text.lower().translate(punctuation_table())
+
+
+def letters(count: int) -> list[str]:
+    return [chr(ord("A") + i) for i in range(count)]
+
+
+def choice_by_text(text: str, choices: list[str]) -> str | None:
+    """The letter of the choice whose text appears first in the answer (case and punctuation
+    ignored; at one place the longest text wins, so "Guilty" does not shadow "Guilty of Romance")."""
+    texts = {folded(str(c).strip()): mark for c, mark in zip(choices, letters(len(choices)))}
+    texts = {t: mark for t, mark in texts.items() if t}  # an empty choice names nothing
+    if not texts:
+        return None
+    found = re.search("|".join(re.escape(t) for t in sorted(texts, key=len, reverse=True)), folded(text))
+    return texts[found.group(0)] if found else None
+
+
+def flexible_extract(text: str, choices: list[str]) -> str | None:
+    """lm-evaluation-harness's generative MMLU `flexible-extract` filter (multi_choice_regex with
+    ignore_case and ignore_punctuation): the first "(X)"; else the choice whose text appears
+    first; else the first letter after a colon ("Answer: B")."""
+    found = PAREN_LETTER.search(text)
+    if found:
+        return found.group(1)[1]
+    by_text = choice_by_text(text, choices)
+    texts = [folded(str(c).strip()) for c in choices]
+    if "" in texts and not any(t and folded(text).startswith(t) for t in texts):
+        by_text = None  # lm-eval's pattern then has an empty branch: it matches first unless a text starts the answer
+    if by_text is not None:
+        return by_text
+    marks = letters(len(choices))
+    after_colon = re.search(rf":\s*({'|'.join(marks)})", text) if marks else None
+    return after_colon.group(1) if after_colon else None
 
 
 def number(text: str) -> str | None:

@@ -40,6 +40,7 @@ class Scorer:
     extract: str = "none"
     pattern: str | None = None
     json_valid: bool = False  # answers constrained by a JSON schema: also score whether they parse
+    choice_policy: str = "letter"  # extract=choice, when the letter and the text disagree (see score())
 
     @classmethod
     def of(cls, scoring: ScoringConfig, json_valid: bool = False, mode: str = "generate") -> Scorer:
@@ -55,7 +56,7 @@ class Scorer:
             metrics = [m for m in metrics if m in names] or list(default)
             if scoring.extract != "none":
                 raise UserError(f"mode={mode} scores log-likelihoods, not text: remove scoring.extract")
-        return cls(metrics, scoring.extract, scoring.pattern, json_valid)
+        return cls(metrics, scoring.extract, scoring.pattern, json_valid, scoring.choice_policy)
 
     def __post_init__(self) -> None:
         self.metrics = list(self.metrics)
@@ -71,6 +72,9 @@ class Scorer:
 
             check_installed()
         self.text_metrics = [m for m in self.metrics if m not in RAW_METRICS]  # compared as text
+        if self.choice_policy not in extractors.CHOICE_POLICIES:
+            raise UserError(f"scoring.choice_policy={self.choice_policy!r} is unknown (choose from "
+                            f"{', '.join(extractors.CHOICE_POLICIES)})")
         kinds = ["none", *extractors.EXTRACTORS, "regex"]
         if self.extract not in kinds:
             raise UserError(f"scoring.extract={self.extract!r} is unknown (choose from {', '.join(kinds)})")
@@ -84,11 +88,23 @@ class Scorer:
             except Exception as exc:  # noqa: BLE001 - regex.error: the user's pattern
                 raise UserError(f"scoring.pattern={self.pattern!r} is not a valid regular expression: {exc}") from None
 
-    def score(self, answer: str, reference: Any) -> tuple[str | None, dict[str, Any]]:
+    def score(self, answer: str, reference: Any, choices: list[str] | None = None) -> tuple[str | None, dict[str, Any]]:
+        """The extracted answer and the scores."""
+        extracted, scores, _ = self.read(answer, reference, choices)
+        return extracted, scores
+
+    def read(self, answer: str, reference: Any,
+             choices: list[str] | None = None) -> tuple[str | None, dict[str, Any], dict[str, Any] | None]:
+        """The extracted answer, the scores, and with extract=choice and the row's choices, what
+        the letter and the choice's text each named (`choice_reading`)."""
         if self._extract is None:
-            return None, score(answer, reference, self.metrics)
+            return None, score(answer, reference, self.metrics), None
         text, unclosed = strip_thinking(answer)
-        extracted = self._extract(text)
+        reading = None
+        if self.extract == "choice" and choices:
+            extracted, reading = self.read_choice(text, [str(c) for c in choices])
+        else:
+            extracted = self._extract(text)
         golds = [g for g in (self._read_reference(r) for r in references(reference)) if g is not None]
         scores: dict[str, Any] = {}
         for name in self.metrics:
@@ -99,7 +115,23 @@ class Scorer:
             scores[name] = max((compare(extracted, g) for g in golds), default=0.0) if extracted is not None else 0.0
         if unclosed:
             scores["unclosed_thinking"] = True
-        return extracted, scores
+        if reading is not None:
+            scores["ambiguous"] = reading["ambiguous"]
+        return extracted, scores, reading
+
+    def read_choice(self, text: str, choices: list[str]) -> tuple[str | None, dict[str, Any]]:
+        """letter: the letter wins, the text when there is none; text: lm-eval's flexible-extract
+        (a "(B)", else the text, else "...: B"); strict: a row whose letter and text name
+        different choices has no answer (scores 0)."""
+        letter, by_text = extractors.choice(text), extractors.choice_by_text(text, choices)
+        ambiguous = letter is not None and by_text is not None and letter != by_text
+        if self.choice_policy == "text":
+            extracted = extractors.flexible_extract(text, choices)
+        elif self.choice_policy == "strict" and ambiguous:
+            extracted = None
+        else:
+            extracted = letter or by_text
+        return extracted, {"letter": letter, "text": by_text, "ambiguous": ambiguous}
 
 
 RAW_METRICS = ("math_equal", "code_pass")  # read the answer as it is: never normalised as text
@@ -172,7 +204,7 @@ def score_record(record: dict[str, Any], scorer: Scorer) -> None:
     try:
         _score_record(record, scorer)
     except Exception as exc:  # noqa: BLE001 - one row's scoring, never the run
-        for key in ("extracted", "sample_extracted", "sample_scores", "scores"):
+        for key in ("extracted", "sample_extracted", "sample_scores", "scores", "choice_reading"):
             record.pop(key, None)
         if "judge" in old:
             record["scores"] = {"judge": old["judge"]}
@@ -214,7 +246,7 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
             return _score_text(record, scorer)
         return _score_choices(record, scorer)
     old = record.pop("scores", None) or {}
-    for key in ("extracted", "sample_extracted", "sample_scores"):
+    for key in ("extracted", "sample_extracted", "sample_scores", "choice_reading"):
         record.pop(key, None)
     answers = record.get("answers") or ([record["answer"]] if record.get("answer") is not None else [])
     # a judge's verdict is kept; so is json_valid when this scorer does not compute it
@@ -229,7 +261,11 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
             results = [(None, {**score_normalized(*said[a], golds, scorer.text_metrics),
                                **raw_scores(a, record["reference"], scorer.metrics)}) for a in answers]
         else:
-            results = [scorer.score(a, record["reference"]) for a in answers]
+            choices = record.get("choices") if scorer.extract == "choice" else None
+            scored = [scorer.read(a, record["reference"], choices) for a in answers]
+            results = [(extracted, scores) for extracted, scores, _ in scored]
+            if scored[0][2] is not None and len(answers) == 1:
+                record["choice_reading"] = {k: v for k, v in scored[0][2].items() if k != "ambiguous"}
         passed = executed(record, answers) if "code_pass" in scorer.metrics else None
         if passed is not None:
             for (_, sample), value in zip(results, passed):
@@ -251,6 +287,8 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
                     scores[name] = sum(s[name] for s in sample_scores) / len(sample_scores)
             if any(s.get("unclosed_thinking") for s in sample_scores):
                 scores["unclosed_thinking"] = True
+            if any("ambiguous" in s for s in sample_scores):  # a row is ambiguous when one of its samples is
+                scores["ambiguous"] = any(s.get("ambiguous") for s in sample_scores)
             if scorer.metrics[0] in scores:
                 scores.update(sample_metrics(scorer.metrics[0], sample_scores, votes))
     if scores:

@@ -94,6 +94,12 @@ class ScoringConfig:
     code_timeout_s: float = 10.0
     code_memory_mb: int = 1024
     code_workers: Optional[int] = None  # programs at once; null: the machine's cores
+    # extract=choice: when the letter and the choice's text name different choices (genrun.scoring.extract)
+    choice_policy: str = "letter"  # letter: the letter wins | text: the text wins (lm-eval) | strict: wrong
+    group_by: Optional[str] = None  # a column: each group's scores, and the macro mean over groups
+    cluster_by: Optional[str] = None  # a column: intervals robust to rows of one cluster being alike
+    max_truncated: float = 0.05  # above this share of answers at the token cap, the run ends with a warning
+    strict: bool = False  # ... and exits 1
 
 
 @dataclass

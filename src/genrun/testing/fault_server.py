@@ -116,6 +116,10 @@ class FaultServer:
             reply = completion(body, None)
             reply["choices"][0]["finish_reason"] = "length"
             return send(handler, 200, reply)
+        if kind == "cut":  # an answer that stopped at max_tokens
+            reply = completion(body, f"answer to {prompt}")
+            reply["choices"][0]["finish_reason"] = "length"
+            return send(handler, 200, reply)
         if kind == "errorbody" and attempt == 1:  # a 200 that carries an error
             return send(handler, 200, {"error": {"message": "upstream overloaded"}})
         if kind == "badjson" and attempt == 1:  # a 200 whose body is cut short

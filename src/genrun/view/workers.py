@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from genrun.rundir.breakdown import is_truncated
+
 BLOCK = 16 << 20  # journal bytes read at a time
 
 
@@ -33,11 +35,7 @@ def record_values(record: dict[str, Any], metric: str) -> tuple[float, bool, boo
     scores = record.get("scores")
     value = scores.get(metric) if type(scores) is dict else None
     number = float(value) if type(value) in (float, int) else np.nan  # bool is no score
-    truncated = record.get("finish_reason") == "length"
-    if not truncated and "finish_reasons" in record:
-        reasons = record["finish_reasons"]
-        truncated = isinstance(reasons, list) and "length" in reasons
-    return number, truncated, record.get("cached") is True
+    return number, is_truncated(record), record.get("cached") is True
 
 
 _builder: Any = None
