@@ -35,6 +35,22 @@ def run_record(seed: int, backend: Backend, dataset: dict[str, Any], started_at:
     }
 
 
+# What names a judge's model, of its backend's settings (its keys and secrets are never kept).
+JUDGE_IDENTITY = ("_target_", "model_name", "model_name_or_path", "base_url", "dtype")
+
+
+def judge_record(judge: Any) -> dict[str, Any]:
+    """run.json's `judge`: who judged and how (model, rubric hash, sampling, verdict), so two
+    runs judged differently can be told apart (genrun-compare warns)."""
+    import hashlib
+
+    backend = judge.backend if isinstance(judge.backend, dict) else dict(judge.backend or {})
+    model = {k: credentials.redact(str(backend[k])) for k in JUDGE_IDENTITY if backend.get(k) is not None}
+    return {"model": model, "template_sha256": hashlib.sha256(str(judge.template).encode()).hexdigest()[:16],
+            "sampling": dict(judge.sampling or {}), "verdict": judge.verdict,
+            "labels": dict(judge.labels or {}), "genrun_version": version("genrun")}
+
+
 def version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
