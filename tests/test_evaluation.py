@@ -64,7 +64,8 @@ def test_mmlu_preset_scores_exactly_the_share_of_b_answers(tmp_path: Path) -> No
                               "\n\nAnswer with the letter of the correct choice."
     assert first["prompt"] in prompts
     assert json.loads((out / "run.json").read_text())["scoring"] == {"metrics": ["accuracy"], "extract": "choice",
-                                                                     "pattern": None}
+                                                                     "pattern": None, "choice_policy": "letter",
+                                                                     "group_by": None, "cluster_by": None}
 
 
 def test_gsm8k_preset_reads_the_reference_after_its_marks(tmp_path: Path) -> None:
