@@ -32,6 +32,7 @@ from genrun.settings.schema import (
     Mode,
     SamplingConfig,
     ScoringConfig,
+    TrackerConfig,
 )
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -146,6 +147,23 @@ def load_judge(cfg: Any) -> JudgeConfig | None:
         raise UserError(f"judge: {str(exc).splitlines()[0]}") from None
 
 
+def load_tracker(cfg: Any) -> TrackerConfig:
+    """Only the tracker of a composed config (genrun.trackers' Hydra callback)."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg.tracker, resolve=True) if cfg.get("tracker") is not None else {}
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrackerConfig), plain))  # type: ignore[return-value]
+
+
+def plain_job_config(cfg: Any) -> dict[str, Any]:
+    """A job's config as plain data, resolved, without hydra's node (whose sweep keys do not
+    resolve in a single run): what a tracker records as the run's parameters."""
+    from omegaconf import OmegaConf
+
+    job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.to_container(job, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+
+
 def identity(plain: dict[str, Any]) -> dict[str, Any]:
     """The part of the config that changes answers: each backend's operational settings
     (concurrency, batch size, ...) and the dataset's (limit, streaming) left out."""
@@ -240,4 +258,4 @@ register()
 
 __all__ = ["MODES", "BatchConfig", "CacheConfig", "DatasetConfig", "FewshotConfig", "FieldsConfig", "JudgeConfig",
            "Mode", "PromptOptions", "ResumeOptions", "ScoringConfig", "Settings", "compose", "conf_dir", "load",
-           "load_generation", "load_judge", "load_saved", "register"]
+           "load_generation", "load_judge", "load_saved", "load_tracker", "plain_job_config", "register"]

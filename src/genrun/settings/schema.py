@@ -132,6 +132,18 @@ class JudgeConfig:
 
 
 @dataclass
+class TrackerConfig:
+    """An experiment tracker (`tracker=mlflow`, `tracker=wandb`; genrun.trackers): never a reason to lose a run."""
+
+    kind: str = MISSING  # mlflow | wandb
+    tracking_uri: Optional[str] = None  # mlflow: a server (http://...); null: MLFLOW_TRACKING_URI, else ./mlflow.db
+    experiment: str = "genrun"  # MLflow's experiment, W&B's project
+    entity: Optional[str] = None  # W&B's entity (team); null: its default
+    max_rows: int = 1000  # rows in the tracker's table (the whole answers.jsonl goes as a file)
+    progress_s: float = 10.0  # seconds between live counts of rows answered (0: none)
+
+
+@dataclass
 class GenrunConfig:
     backend: Any = MISSING
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -139,6 +151,7 @@ class GenrunConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     judge: Optional[JudgeConfig] = None
+    tracker: Optional[TrackerConfig] = None
     cache: CacheConfig = field(default_factory=CacheConfig)
     batch: BatchConfig = field(default_factory=BatchConfig)
     mode: Mode = Mode.generate
