@@ -6,7 +6,10 @@ interval), or beyond 10,000 rows the normal approximation (mean +- 1.96 standard
 which is as good there and costs no resampling. A corpus-level ratio (perplexity: the
 log-likelihood per word over all texts) gets the ratio estimator's delta-method interval.
 With several samples per row a row's score is the mean of its samples, and rows, not
-samples, are resampled: rows are what was drawn from the population.
+samples, are resampled: rows are what was drawn from the population. Rows that are not
+independent (scoring.cluster_by) get the cluster-robust (CR1) standard error; many
+comparisons get Holm's and Benjamini-Hochberg's adjusted p-values; every mean its minimum
+detectable difference (80% power, alpha 0.05).
 """
 
 from __future__ import annotations
