@@ -9,6 +9,7 @@ A record carries the values of those columns under `columns` (the request builde
 from __future__ import annotations
 
 import math
+from collections import Counter
 from typing import Any
 
 from genrun.rundir.scores import Score
@@ -37,25 +38,38 @@ def rounded(values: list[float]) -> list[float | None]:
     return [round(v, 4) if math.isfinite(v) else None for v in values]
 
 
+def rest(whole: Score, part: Score | None) -> Score:
+    """The score of the rows of `whole` that are not in `part` (a subset of them)."""
+    if part is None or not part.n:
+        return whole
+    values = None
+    if whole.values is not None and part.values is not None:
+        left = Counter(whole.values)
+        left.subtract(part.values)
+        values = [v for v, k in left.items() for _ in range(k)]
+    return Score(whole.n - part.n, whole.total - part.total, max(whole.squares - part.squares, 0.0), whole.binary,
+                 values if values is not None else (None if whole.n - part.n else []))
+
+
 class Breakdown:
     def __init__(self, group_by: str | None = None, cluster_by: str | None = None) -> None:
         self.group_by, self.cluster_by = group_by, cluster_by
         self.truncated_rows = 0
-        self.finished: dict[str, Score] = {}  # metric -> its score over the rows that finished
+        # metric -> its score over the truncated rows; the finished rows' is the rest of the run's
+        # (result()), so a run whose answers all finish pays nothing per row for it
         self.truncated: dict[str, Score] = {}
         self.groups: dict[str, dict[str, Score]] = {}  # group -> metric -> score
         self.clusters: dict[str, dict[str, list[float]]] = {}  # metric -> cluster -> [rows, sum]
 
     def add(self, record: dict[str, Any], values: dict[str, float]) -> None:
         """An answered record, with its numeric scores."""
-        truncated = is_truncated(record)
-        self.truncated_rows += truncated
-        part = self.truncated if truncated else self.finished
-        for name, value in values.items():
-            score = part.get(name)
-            if score is None:
-                score = part[name] = Score()
-            score.add(value)
+        if is_truncated(record):
+            self.truncated_rows += 1
+            for name, value in values.items():
+                score = self.truncated.get(name)
+                if score is None:
+                    score = self.truncated[name] = Score()
+                score.add(value)
         if self.group_by and values:
             group = column_value(record, self.group_by) or missing(self.group_by)
             scores = self.groups.setdefault(group, {})
@@ -77,7 +91,8 @@ class Breakdown:
         scores (Score by metric), whose intervals the clusters replace."""
         result: dict[str, Any] = {"truncated_rows": self.truncated_rows,
                                   "truncated_share": round(self.truncated_rows / answered, 4) if answered else 0.0}
-        for key, part in (("finished", self.finished), ("truncated", self.truncated)):
+        finished = {name: rest(s, self.truncated.get(name)) for name, s in overall.items() if isinstance(s, Score)}
+        for key, part in (("finished", finished), ("truncated", self.truncated)):
             kept = {name: s for name, s in part.items() if s.n}
             if kept:
                 result[f"scores_{key}"] = {name: round(s.value(), 4) for name, s in kept.items()}
@@ -121,7 +136,6 @@ class Breakdown:
 
     def state(self) -> dict[str, Any]:
         return {"group_by": self.group_by, "cluster_by": self.cluster_by, "truncated_rows": self.truncated_rows,
-                "finished": {k: vars(s) for k, s in self.finished.items()},
                 "truncated": {k: vars(s) for k, s in self.truncated.items()},
                 "groups": {g: {k: vars(s) for k, s in scores.items()} for g, scores in self.groups.items()},
                 "clusters": self.clusters}
@@ -130,7 +144,6 @@ class Breakdown:
     def from_state(cls, state: dict[str, Any]) -> Breakdown:
         kept = cls(state["group_by"], state["cluster_by"])
         kept.truncated_rows = int(state["truncated_rows"])
-        kept.finished = {k: Score(**v) for k, v in state["finished"].items()}
         kept.truncated = {k: Score(**v) for k, v in state["truncated"].items()}
         kept.groups = {g: {k: Score(**v) for k, v in scores.items()} for g, scores in state["groups"].items()}
         kept.clusters = {k: {c: [int(n), float(t)] for c, (n, t) in v.items()} for k, v in state["clusters"].items()}
