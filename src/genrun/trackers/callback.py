@@ -95,7 +95,8 @@ class TrackerCallback(Callback):
             tracker = make(settings, sweep, group=sweep.name)
             params = params_of(OmegaConf.to_container(config, resolve=False, enum_to_str=True))  # as the sweep has them
             write_ids(sweep, **{settings.kind: tracker.start(sweep.name, None, None, params, kind="sweep")})
-            tracker.end(ok=True) if settings.kind == "wandb" else None  # one W&B run at a time: reopened at the end
+            if settings.kind == "wandb":  # W&B holds one run at a time: the parent is reopened at the end
+                tracker.end(ok=True)
 
         self.guarded("start the sweep's run", start, settings, sweep)
 

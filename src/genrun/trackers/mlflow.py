@@ -6,7 +6,6 @@ children of its parent run (MLflow's `mlflow.parentRunId` tag)."""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +71,6 @@ class MlflowTracker(Tracker):
 
     def log_file(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))
-
-    def log_text(self, text: str, name: str) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            (Path(folder) / name).write_text(text)
-            self.client.log_artifact(self.run_id, str(Path(folder) / name))
 
     def end(self, ok: bool) -> None:
         if self.run_id is not None:
