@@ -65,6 +65,7 @@ def say(warning: str) -> None:
 class TrackerCallback(Callback):
     def __init__(self) -> None:
         self.down = False  # a call failed: nothing more is sent (one warning said so)
+        self.lock = threading.Lock()  # the progress thread and the job's own calls: one warning between them
         self.tracker: Tracker | None = None
         self.progress: Progress | None = None
 
@@ -76,7 +77,10 @@ class TrackerCallback(Callback):
         try:
             return call()
         except Exception as exc:  # noqa: BLE001 - whatever the tracker raises, the run goes on
-            self.down = True
+            with self.lock:
+                if self.down:
+                    return None  # the other thread's failure said it already
+                self.down = True
             if sweep is not None:
                 write_ids(sweep, down=True)  # jobs in other processes stay quiet too
             say(f"tracker={settings.kind} could not {what} ({credentials.redact(one_line(exc, 200))}); the run goes "
