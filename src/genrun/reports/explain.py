@@ -15,6 +15,7 @@ from typing import Any
 from genrun.errors import UserError
 from genrun.reports.compare import saved_run
 from genrun.rundir.journal import read_records
+from genrun.settings import dotted
 
 # run.json keys that say when or how a run was started, not what it computed
 NOT_SETTINGS = ("started_at", "finished_at", "command", "cache", "rescored", "batch_export")
@@ -23,18 +24,9 @@ BUILT = ("prompt", "messages", "images", "fewshot_ids", "messages_sent")
 SHOWN = 3  # rows shown of each difference
 
 
-def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, inner in value.items():
-            flat.update(flatten(inner, f"{prefix}{key}."))
-        return flat
-    return {prefix[:-1]: value}
-
-
 def settings_differ(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
-    flat_a = flatten({k: v for k, v in a.items() if k not in NOT_SETTINGS})
-    flat_b = flatten({k: v for k, v in b.items() if k not in NOT_SETTINGS})
+    flat_a = dotted({k: v for k, v in a.items() if k not in NOT_SETTINGS})
+    flat_b = dotted({k: v for k, v in b.items() if k not in NOT_SETTINGS})
     return [{"key": key, "a": flat_a.get(key), "b": flat_b.get(key)} for key in sorted({*flat_a, *flat_b})
             if flat_a.get(key) != flat_b.get(key)]
 

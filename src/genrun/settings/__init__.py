@@ -164,6 +164,17 @@ def plain_job_config(cfg: Any) -> dict[str, Any]:
     return OmegaConf.to_container(job, resolve=True, enum_to_str=True)  # type: ignore[return-value]
 
 
+def dotted(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of dotted keys ({"sampling": {"top_p": 0.8}} -> {"sampling.top_p": 0.8}):
+    how a config or a run.json is compared and logged key by key."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, inner in value.items():
+            flat.update(dotted(inner, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: value}
+
+
 def identity(plain: dict[str, Any]) -> dict[str, Any]:
     """The part of the config that changes answers: each backend's operational settings
     (concurrency, batch size, ...) and the dataset's (limit, streaming) left out."""
@@ -258,4 +269,4 @@ register()
 
 __all__ = ["MODES", "BatchConfig", "CacheConfig", "DatasetConfig", "FewshotConfig", "FieldsConfig", "JudgeConfig",
            "Mode", "PromptOptions", "ResumeOptions", "ScoringConfig", "Settings", "compose", "conf_dir", "load",
-           "load_generation", "load_judge", "load_saved", "load_tracker", "plain_job_config", "register"]
+           "dotted", "load_generation", "load_judge", "load_saved", "load_tracker", "plain_job_config", "register"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from genrun import credentials
+from genrun.settings import dotted
 
 VALUE_LIMIT = 500  # characters of a parameter's value (a template): trackers bound them
 
@@ -40,20 +41,11 @@ class Tracker:
         raise NotImplementedError
 
 
-def flat(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, inner in value.items():
-            out.update(flat(inner, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: value}
-
-
 def params_of(config: dict[str, Any]) -> dict[str, str]:
     """The composed config (without hydra and the tracker's own settings), flattened; a secret's
     key is left out and credentials in values are masked."""
     params = {}
-    for key, value in flat({k: v for k, v in config.items() if k not in ("hydra", "tracker")}).items():
+    for key, value in dotted({k: v for k, v in config.items() if k not in ("hydra", "tracker")}).items():
         if credentials.is_secret_key(key.rsplit(".", 1)[-1]):
             continue
         text = value if isinstance(value, str) else json.dumps(value)
@@ -84,16 +76,14 @@ def metric_name(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def rows_table(answers: Path, limit: int) -> tuple[dict[str, list[Any]], int]:
+def rows_table(answers: Path, limit: int) -> dict[str, list[Any]]:
     """The first `limit` records as columns (prompt, answer, reference, extracted, each score,
-    finish reason, error), and how many records the file holds."""
+    finish reason, error); the file is read no further."""
+    import itertools
+
     from genrun.rundir.journal import read_records
 
-    kept, total = [], 0
-    for record in read_records(answers):
-        total += 1
-        if len(kept) < limit:
-            kept.append(record)
+    kept = list(itertools.islice(read_records(answers), max(limit, 0)))
     kept.sort(key=lambda r: r.get("index", 0))
     scores = list(dict.fromkeys(k for r in kept for k, v in (r.get("scores") or {}).items()
                                 if isinstance(v, (int, float)) and not isinstance(v, bool)))
@@ -109,7 +99,7 @@ def rows_table(answers: Path, limit: int) -> tuple[dict[str, list[Any]], int]:
         for s in scores:
             value = (record.get("scores") or {}).get(s)
             columns[f"score.{s}"].append(float(value) if isinstance(value, (int, float)) else None)
-    return columns, total
+    return columns
 
 
 def plain(value: Any) -> Any:
