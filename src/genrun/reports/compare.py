@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from genrun.errors import UserError
-from genrun.rundir.journal import read_records
+from genrun.rundir.journal import read_json_object, read_records
 from genrun.scoring.stats import (
     benjamini_hochberg,
     holm,
@@ -45,12 +45,7 @@ def main_metric(run: Path) -> str:
 
 def saved_run(run: Path) -> dict[str, Any]:
     """A run's run.json ({} when it has none, or one that cannot be read)."""
-    run_json = run / "run.json" if run.is_dir() else run.parent / "run.json"
-    try:
-        saved = json.loads(run_json.read_text())
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
+    return read_json_object(run / "run.json" if run.is_dir() else run.parent / "run.json")
 
 
 def saved_dataset(run: Path) -> dict[str, Any]:
@@ -88,9 +83,12 @@ def check_comparable(run_a: Path, run_b: Path, a_scores: dict[Any, float], b_sco
                         "the rows in both")
 
 
-def compare(run_a: Path, run_b: Path, metric: str | None = None, force: bool = False) -> dict[str, Any]:
+def compare(run_a: Path, run_b: Path, metric: str | None = None, force: bool = False,
+            b_scores: dict[Any, float] | None = None) -> dict[str, Any]:
+    """b_scores: run B's row scores on the metric, when the caller read them already."""
     metric = metric or main_metric(run_a)
-    a_scores, b_scores = row_scores(run_a, metric), row_scores(run_b, metric)
+    a_scores = row_scores(run_a, metric)
+    b_scores = row_scores(run_b, metric) if b_scores is None else b_scores
     if not force:
         check_comparable(run_a, run_b, a_scores, b_scores)
     shared = [i for i in a_scores if i in b_scores]
@@ -130,7 +128,8 @@ def compare_many(reference: Path, others: list[Path], metric: str | None = None,
     Holm's (the chance of any false "better" stays under 5%) and Benjamini-Hochberg's (the
     expected share of false ones among those called better stays under 5%)."""
     metric = metric or main_metric(reference)
-    results = [compare(other, reference, metric, force) for other in others]
+    reference_scores = row_scores(reference, metric)
+    results = [compare(other, reference, metric, force, reference_scores) for other in others]
     p_values = [r["p_value"] for r in results]
     for result, label, by_holm, by_bh in zip(results, labels or [str(o) for o in others], holm(p_values),
                                             benjamini_hochberg(p_values)):

@@ -268,5 +268,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """run.json or metrics.json as an object; {} when it is missing, not JSON or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

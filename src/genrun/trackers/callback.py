@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from genrun import credentials
 from genrun.errors import one_line
+from genrun.rundir.journal import read_json_object
 from genrun.settings import load_tracker, plain_job_config
 from genrun.settings.schema import TrackerConfig
 from genrun.trackers.base import Tracker, metrics_of, params_of, rows_table
@@ -165,15 +166,15 @@ class TrackerCallback(Callback):
 
 
 def finish_job(tracker: Tracker, out_dir: Path, settings: TrackerConfig) -> None:
-    metrics = read_json(out_dir / "metrics.json")
-    run = read_json(out_dir / "run.json")
+    metrics = read_json_object(out_dir / "metrics.json")
+    run = read_json_object(out_dir / "run.json")
     tracker.set_tags(identity_tags(run))
     numbers = metrics_of(metrics)
+    if "rows" in numbers:
+        numbers["rows_done"] = numbers["rows"]
     answers = out_dir / "answers.jsonl"
     if answers.exists():
-        columns, total = rows_table(answers, settings.max_rows)
-        numbers["rows_done"] = float(total)
-        tracker.log_table(columns, "rows")
+        tracker.log_table(rows_table(answers, settings.max_rows), "rows")
         tracker.log_file(answers)
     tracker.log_metrics(numbers, step=int(numbers.get("rows_done", 0)))
     tracker.summarize(numbers)
@@ -191,14 +192,6 @@ def identity_tags(run: dict[str, Any]) -> dict[str, str]:
     tags.update({f"dataset.{k}": dataset.get(k) for k in ("path", "name", "split", "fingerprint")},
                 genrun_version=run.get("genrun_version"), git_commit=run.get("git_commit"))
     return {k: credentials.redact(str(v)) for k, v in tags.items() if v is not None}
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 class Progress:

@@ -5,13 +5,13 @@ its path below the folder given, and the line the runs page shows for each."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 from genrun.reports.summary import read_metrics
+from genrun.rundir.journal import read_json_object as read_json
 
 RUN_FILES = ("answers.jsonl", "run.json")
 SWEEP_FILES = ("multirun.yaml", "summary.csv")
@@ -68,14 +68,6 @@ def walk(root: Path) -> list[tuple[Path, set[str]]]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         out.append((Path(folder), set(files)))
     return out
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def main_metric(run: dict[str, Any], metrics: dict[str, Any]) -> str:
