@@ -25,7 +25,8 @@ def is_truncated(record: dict[str, Any]) -> bool:
 
 
 def column_value(record: dict[str, Any], column: str) -> str | None:
-    value = (record.get("columns") or {}).get(column) if isinstance(record.get("columns"), dict) else None
+    columns = record.get("columns")
+    value = columns.get(column) if isinstance(columns, dict) else None
     return None if value is None else str(value)
 
 

@@ -81,7 +81,7 @@ def flexible_extract(text: str, choices: list[str]) -> str | None:
     if by_text is not None:
         return by_text
     marks = letters(len(choices))
-    after_colon = re.search(rf":\s*({'|'.join(marks)})", text) if marks else None
+    after_colon = re.search(rf":\s*({'|'.join(map(re.escape, marks))})", text) if marks else None
     return after_colon.group(1) if after_colon else None
 
 
