@@ -87,8 +87,9 @@ class CachedBackend(Backend):
 
 def stored(completion: Completion) -> dict[str, Any]:
     """What the cache keeps of a completion: dataclasses.asdict(completion), without its
-    recursive deep copy (a tenth of the time)."""
-    values = {name: getattr(completion, name) for name in COMPLETION_FIELDS}
+    recursive deep copy (a tenth of the time). Not the rendered prompt: the cache key already
+    stands for it, and it would double an entry of a long few-shot prompt."""
+    values = {name: getattr(completion, name) for name in COMPLETION_FIELDS if name != "prompt_text"}
     if completion.loglikelihoods is not None:
         values["loglikelihoods"] = [dict(vars(s)) for s in completion.loglikelihoods]
     return values
