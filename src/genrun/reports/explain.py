@@ -22,6 +22,7 @@ NOT_SETTINGS = ("started_at", "finished_at", "command", "cache", "rescored", "ba
 # what a record keeps of the prompt genrun built (the conversation sent, when record_messages=true)
 BUILT = ("prompt", "messages", "images", "fewshot_ids", "messages_sent")
 SHOWN = 3  # rows shown of each difference
+DIFF_LINES = 400  # lines of each text compared for the shown difference: difflib's time grows with their square
 
 
 def settings_differ(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
@@ -50,7 +51,8 @@ def text_of(record: dict[str, Any], rendered: bool) -> str:
 
 def difference(a: str, b: str, lines: int = 12) -> list[str]:
     """The lines that differ, as a unified diff without context."""
-    diff = [line for line in list(difflib.unified_diff(a.splitlines(), b.splitlines(), "A", "B", n=0, lineterm=""))[2:]
+    a_lines, b_lines = a.splitlines()[:DIFF_LINES], b.splitlines()[:DIFF_LINES]  # a model's answer may be huge
+    diff = [line for line in list(difflib.unified_diff(a_lines, b_lines, "A", "B", n=0, lineterm=""))[2:]
             if not line.startswith("@@")]
     return diff[:lines] + ([f"... {len(diff) - lines} more lines"] if len(diff) > lines else [])
 
