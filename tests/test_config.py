@@ -28,7 +28,7 @@ def compose_with(*overrides: str):
 
 def test_every_group_is_tested() -> None:
     assert GROUPS == ["backend", "batch", "cache", "dataset", "experiment", "extra", "judge", "sampling", "scoring",
-                      "task"]
+                      "task", "tracker"]
 
 
 # What an option needs besides itself to compose into settings (a dataset path, or a model
@@ -73,6 +73,8 @@ def instantiate_cheap(group: str, option: str, settings, tmp_path: Path) -> None
         build(settings.backend, settings.sampling, settings.extra, settings.seed).close()
     if group == "judge" and option == "openai":
         build(settings.judge.backend, settings.judge.sampling, {}).close()
+    if group == "tracker":
+        check_tracker(option)
     if group == "cache" and settings.cache.enabled:
         ResponseCache(tmp_path / "cache.sqlite").close()
     if group == "dataset" and option != "default":
@@ -81,6 +83,21 @@ def instantiate_cheap(group: str, option: str, settings, tmp_path: Path) -> None
         mode = {"demo_chat": "multiturn", "demo_vqa": "multimodal"}.get(option, "generate")
         rows = open_dataset(OmegaConf.to_container(OmegaConf.structured(settings.dataset)), mode)
         assert rows.first
+
+
+def check_tracker(option: str) -> None:
+    """A tracker option names its kind and installs genrun's Hydra callback (built, not started)."""
+    from hydra.utils import instantiate
+
+    from genrun.settings import load_tracker
+    from genrun.trackers.callback import TrackerCallback
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"tracker={option}"], return_hydra_config=True)
+    assert load_tracker(cfg).kind == option
+    callback = instantiate(cfg.hydra.callbacks.tracker)
+    assert isinstance(callback, TrackerCallback)
+    assert compose_with().get("tracker") is None  # no tracker unless asked for
 
 
 def test_defaults_match_the_reference_page() -> None:
