@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import subprocess
@@ -36,16 +37,23 @@ def tiny_model(genrun_cache: Path) -> str:
     return cached_tiny_model("chat")
 
 
+_fork_server = None
+
+
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run `python -m genrun ARGS` as a user would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "genrun", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """Run `python -m genrun ARGS` as a user would, capturing its output: a process of its own,
+    forked from a helper that has imported torch and transformers once (tests/forked_cli.py)."""
+    global _fork_server
+    from forked_cli import ForkServer, wants_fresh_interpreter
+
+    environment = {**os.environ, **(env or {})}
+    if wants_fresh_interpreter(environment):
+        return subprocess.run([sys.executable, "-m", "genrun", *args], cwd=cwd, env=environment, capture_output=True,
+                              text=True, timeout=timeout)
+    if _fork_server is None:
+        _fork_server = ForkServer()
+        atexit.register(_fork_server.close)
+    return _fork_server.run(list(args), str(cwd) if cwd is not None else None, environment, timeout)
 
 
 def free_port() -> int:
