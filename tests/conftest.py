@@ -47,7 +47,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     from forked_cli import ForkServer, wants_fresh_interpreter
 
     environment = {**os.environ, **(env or {})}
-    if wants_fresh_interpreter(environment):
+    if wants_fresh_interpreter(environment, os.environ if _fork_server is None else _fork_server.env):
         return subprocess.run([sys.executable, "-m", "genrun", *args], cwd=cwd, env=environment, capture_output=True,
                               text=True, timeout=timeout)
     if _fork_server is None:

@@ -31,10 +31,10 @@ PRELOAD = ("genrun.cli", "genrun.engine.job", "genrun.backend.hf", "genrun.backe
            "torch", "transformers.models.llama.modeling_llama", "transformers.generation.utils")
 
 
-def wants_fresh_interpreter(env: dict[str, str]) -> bool:
+def wants_fresh_interpreter(env: dict[str, str], helper_env: dict[str, str]) -> bool:
     """True when `env` sets a PYTHON* variable differently from the environment the helper started in."""
-    names = {k for k in (*env, *os.environ) if k.startswith("PYTHON")}
-    return any(env.get(k) != os.environ.get(k) for k in names)
+    names = {k for k in (*env, *helper_env) if k.startswith("PYTHON")}
+    return any(env.get(k) != helper_env.get(k) for k in names)
 
 
 def text(data: bytes) -> str:
@@ -43,12 +43,14 @@ def text(data: bytes) -> str:
 
 
 def recv_line(conn: socket.socket) -> bytes:
+    """One line, read a byte at a time: the pid and the exit code can arrive together, and each
+    read must leave the next line on the socket."""
     line = b""
     while not line.endswith(b"\n"):
-        chunk = conn.recv(4096)
-        if not chunk:
+        byte = conn.recv(1)
+        if not byte:
             raise ConnectionError("the forked run's waiter closed the connection")
-        line += chunk
+        line += byte
     return line
 
 
@@ -59,6 +61,7 @@ class ForkServer:
         self.folder = tempfile.mkdtemp(prefix="genrun-forks-")
         self.address = os.path.join(self.folder, "socket")
         self.log = os.path.join(self.folder, "helper.log")
+        self.env = dict(os.environ)  # what the helper's imports saw
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([sys.executable, __file__, self.address], cwd=self.folder,
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log)
@@ -71,6 +74,8 @@ class ForkServer:
     def run(self, args: list[str], cwd: str | None, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
         command = [sys.executable, "-m", "genrun", *args]
         request = json.dumps({"args": args, "cwd": str(cwd or os.getcwd()), "env": env}).encode() + b"\n"
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the CLI fork helper has ended: {open(self.log).read()[-3000:]}")
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
                 socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
             conn.connect(self.address)
