@@ -74,7 +74,8 @@ def test_api_multimodal_generate_on_hf(tiny_vision: str) -> None:
         [[RED], BLUE, [RED, BLUE], ["missing.png"]],
         ["What colour? <img>", "Which shape? <img>", "<img> or <img>?", "And <img>?"], image_tag="<img>"))
     answers = result["ans_ls"]
-    assert all(isinstance(a, str) for a in answers[:3]) and answers[3] is None
+    assert all(isinstance(a, str) for a in answers[:3]) and answers[3] == "<error>"
+    assert result["errors"][:3] == [None] * 3 and "image file not found" in result["errors"][3]
 
 
 def test_demo_vqa_run_and_bad_rows_each_get_a_record(tmp_path: Path, tiny_vision: str) -> None:

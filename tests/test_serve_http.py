@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterator
 
 import httpx
@@ -178,7 +179,7 @@ def test_no_file_outside_the_image_root_leaves_the_server(tmp_path: Path) -> Non
             with served(tmp_path, "--image-root", str(root), "backend=openai", f"backend.base_url={operators.url}",
                         "backend.model_name=fake") as url:
                 got = asyncio.run(attack(url))
-        assert got[:5] == [None] * 5 and got[5] == "answer to ok 5 " and got[6] == "answer to ok 6 "
+        assert got[:5] == ["<error>"] * 5 and got[5] == "answer to ok 5 " and got[6] == "answer to ok 6 "
         sent = json.dumps(operators.bodies)
         assert len(operators.bodies) == 2 and "TRAILING-SECRET-BYTES" not in sent
         leaked = base64.b64encode((DEMO / "blue_circle.png").read_bytes()).decode()[:200]
@@ -223,16 +224,16 @@ def test_sessions_that_ask_for_the_same_model_share_one_engine(tmp_path: Path, t
     gate = Http(operator)
     gate.start()
 
-    class Ctx:
+    class Ctx:  # the SDK's Context as a tool call over HTTP has it: its request's headers
         def __init__(self, sid: str) -> None:
-            self.headers = {"mcp-session-id": sid}
+            self.request_context = SimpleNamespace(request=SimpleNamespace(headers={"mcp-session-id": sid}))
 
     async def sessions() -> None:
         one, two = Ctx("one"), Ctx("two")
         await gate.init(two, {"hf": {}}, {"max_tokens": 2, "temperature": 0}, None, "hf")
         async with gate.session(one) as a:  # one call at a time on the engine: one session, then the other
             first = a.backend
-            assert (await a.generate(["Hi"]))[0] is not None
+            assert (await a.generate(["Hi"])).errors == [None]
         async with gate.session(two) as b:
             second = b.backend
         assert first.model is second.model  # the weights once in memory, each session its own sampling
@@ -295,9 +296,13 @@ def test_a_token_made_at_start_is_printed_once_and_required(tmp_path: Path) -> N
             wait_until_listening(port, server)
             url = f"http://127.0.0.1:{port}/mcp"
             assert raw(url, token=None).status_code == 401 and raw(url, token=token).status_code == 200
+            # a client that can pass only a URL (UltraRAG's MCP config) gives it there; nothing logs it
+            assert raw(f"{url}?token={token}", token=None).status_code == 200
+            assert raw(f"{url}?token=wrong", token=None).status_code == 401
         finally:
             server.terminate()
-            server.wait(timeout=30)
+            _, said = server.communicate(timeout=30)
+        assert token not in said
 
 
 @pytest.mark.parametrize("args, message", [
@@ -316,7 +321,7 @@ def test_a_bad_http_setting_is_one_line_and_exit_2(args: list[str], message: str
 
 
 def test_http_addresses() -> None:
-    from genrun.serve.http import http_address
+    from genrun.serve.streamable import http_address
 
     assert http_address("8765") == ("127.0.0.1", 8765)
     assert http_address("0.0.0.0:1") == ("0.0.0.0", 1)

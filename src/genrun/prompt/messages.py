@@ -48,8 +48,10 @@ def prompt_messages(prompt: Any, system_prompt: str | None = "") -> Messages:
     return with_system([{"role": role, "content": prompt_text(prompt)}], system_prompt)
 
 
-def conversation_messages(turns: Any, system_prompt: str | None = "") -> Messages:
-    """A multi-turn conversation, checked turn by turn so a malformed row names its problem."""
+def conversation_messages(turns: Any, system_prompt: str | None = "", beside_own: bool = False) -> Messages:
+    """A multi-turn conversation, checked turn by turn so a malformed row names its problem.
+    A conversation's own system turn wins over the run's system prompt; beside_own (the API, as
+    the page says and UltraRAG's server does) sends both, the system prompt first."""
     if not isinstance(turns, Sequence) or isinstance(turns, (str, bytes)):
         raise RowError(f"messages must be a list of {{'role', 'content'}} turns, got {type(turns).__name__}")
     if not turns:
@@ -67,7 +69,7 @@ def conversation_messages(turns: Any, system_prompt: str | None = "") -> Message
         if not isinstance(content, (str, list)):
             content = prompt_text(turn)
         messages.append({"role": role, "content": content})
-    if system_prompt and messages[0]["role"] == "system":
+    if system_prompt and messages[0]["role"] == "system" and not beside_own:
         return messages  # the conversation's own system turn wins over the global one
     return with_system(messages, system_prompt)
 
@@ -79,11 +81,13 @@ def multimodal_messages(
     image_tag: str | None = None,
     base_dir: str | None = None,
     policy: Any = None,
+    images_first: bool = False,
 ) -> Messages:
     """One prompt with its images as OpenAI-style content parts.
 
     With image_tag, each tag in the text is replaced by the next image, in order; without it,
-    the images follow the text. Local files and in-memory images become data URLs, checked
+    the images follow the text (the page's "appended to the end"), or come before it with
+    images_first (UltraRAG's own server). Local files and in-memory images become data URLs, checked
     here so a bad image fails only its own row; http(s) and data URLs pass through.
     """
     from genrun.prompt.images import ImagePolicy, image_list, image_url
@@ -93,7 +97,8 @@ def multimodal_messages(
     urls = [image_url(image, base_dir, policy or ImagePolicy()) for image in image_list(images)]
     image_parts = [{"type": "image_url", "image_url": {"url": url}} for url in urls]
     if not image_tag:
-        parts = [{"type": "text", "text": text}, *image_parts]
+        text_part = {"type": "text", "text": text}
+        parts = [*image_parts, text_part] if images_first else [text_part, *image_parts]
     else:
         pieces = text.split(image_tag)
         if len(pieces) - 1 != len(image_parts):

@@ -42,6 +42,8 @@ class PromptSettings:
     fewshot_delimiter: str = "\n\n"
     target_delimiter: str = " "
     keep_columns: tuple[str, ...] = ()  # the record keeps these columns' values (scoring.group_by, cluster_by)
+    images_first: bool = False  # without an image_tag the images go before the text (UltraRAG's server)
+    system_beside_own: bool = False  # multiturn: the system prompt goes before the conversation's own (the API)
 
 
 def row_prompt(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
@@ -99,7 +101,8 @@ def _multimodal(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings,
     kept["prompt"] = row_prompt(row, fields, s)
     images = image_list(row[fields.images])
     kept["images"] = [describe_image(i) for i in images if i is not None]
-    return multimodal_messages(kept["prompt"], images, row_system(row, s), s.image_tag, s.base_dir, s.images)
+    return multimodal_messages(kept["prompt"], images, row_system(row, s), s.image_tag, s.base_dir, s.images,
+                               s.images_first)
 
 
 def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
@@ -113,7 +116,7 @@ def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, 
         turns = [*turns[:last], {**turns[last], "content": s.template({**row, "turn": turns[last].get("content")})},
                  *turns[last + 1:]]
     kept["messages"] = turns
-    return conversation_messages(turns, row_system(row, s))
+    return conversation_messages(turns, row_system(row, s), s.system_beside_own)
 
 
 def _choice(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from genrun import credentials
+from genrun.api import Conventions
 from genrun.errors import UserError
 from genrun.prompt.images import ImagePolicy
 
@@ -28,6 +29,7 @@ class Operator:
     models: frozenset[str] = frozenset()  # --allow-model
     base_urls: frozenset[str] = frozenset()  # --allow-base-url
     images: ImagePolicy = ImagePolicy(restricted=True, urls=False)
+    conventions: Conventions = Conventions()  # where the page is silent (--failed-answer, --images-first)
 
     def __post_init__(self) -> None:
         from genrun.backend import backend_class, checked_settings
@@ -80,7 +82,21 @@ class Operator:
 
 
 def same(a: Any, b: Any) -> bool:
-    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+    """Whether two settings are equal as values: numbers as numbers (a JavaScript client's 1 is
+    the operator's 1.0), mappings whatever their order."""
+    return json.dumps(as_value(a), sort_keys=True, default=str) == json.dumps(as_value(b), sort_keys=True, default=str)
+
+
+def as_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        return {str(k): as_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [as_value(v) for v in value]
+    return value
 
 
 def allowed(model: Any, models: frozenset[str]) -> bool:

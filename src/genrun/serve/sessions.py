@@ -94,13 +94,21 @@ class Engines:
 
 
 
+def request_headers(ctx: Any) -> Any:
+    """The HTTP request's headers of a tool call (None on stdio), on either SDK major."""
+    request = getattr(getattr(ctx, "request_context", None), "request", None)
+    return getattr(request, "headers", None)
+
+
 class Stdio:
     """The local user's one session: genrun.api as the Python API has it."""
 
-    def __init__(self) -> None:
+    def __init__(self, conventions: api.Conventions | None = None) -> None:
         import anyio
 
         self.turn = anyio.Lock()  # one backend, one call on it at a time
+        if conventions is not None:
+            api.current().conventions = conventions
 
     async def init(self, ctx: Any, configs: Dict[str, Any], sampling: Dict[str, Any], extra: Dict[str, Any] | None,
                    backend: str) -> None:
@@ -148,12 +156,12 @@ class Http:
             backend.close()  # a client: each session makes its own; this one only checked the settings
 
     def _session(self, ctx: Any) -> HttpSession:
-        sid = (ctx.headers or {}).get("mcp-session-id")
+        sid = (request_headers(ctx) or {}).get("mcp-session-id")
         if not sid:  # the handshake-only gate (handshake_only) lets no sessionless request through
             raise UserError("no MCP session: connect with a client that opens one (the initialize handshake)")
         session = self.sessions.get(sid)
         if session is None:
-            session = self.sessions[sid] = HttpSession(api.Session(self.operator.images))
+            session = self.sessions[sid] = HttpSession(api.Session(self.operator.images, self.operator.conventions))
             while len(self.sessions) > MAX_SESSIONS:
                 _, old = self.sessions.popitem(last=False)
                 if old.lease is not None:

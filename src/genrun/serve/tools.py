@@ -16,13 +16,17 @@ from genrun.errors import UserError, one_line
 T = TypeVar("T")
 INSTRUCTIONS = ("The reference generation server's tools: generation_init builds the backend the generate tools "
                 "use; generate, multimodal_generate and multiturn_generate answer prompts; vllm_shutdown frees the "
-                "engine. Answers come in input order; a prompt that failed is null.")
+                "engine. Answers come in input order; a prompt that failed gets the failed answer (\"<error>\" unless "
+                "the server's operator chose another), and its reason in `errors` at the same place.")
 
 
 class Answers(TypedDict):
-    """The reference's result, as the tool's structured content too."""
+    """The reference's result, as the tool's structured content too: one string per prompt (a
+    prompt that failed gets the operator's failed answer, "<error>" by default, as the
+    reference's), and beside it each prompt's error (null where it was answered)."""
 
-    ans_ls: List[Optional[str]]
+    ans_ls: List[str]
+    errors: List[Optional[str]]
 
 
 PROMPTS = ("a list of prompts: each a string, or an OpenAI-style dict "
@@ -38,25 +42,32 @@ DESCRIPTIONS = {
         "model are the server operator's unless it allowed others."),
     "generate": (
         f"Answer each prompt. prompt_ls: {PROMPTS}. system_prompt: a system message put first when not empty. "
-        'Returns {"ans_ls": [...]}: one answer per prompt, in order; null for a prompt that failed.'),
+        'Returns {"ans_ls": [...], "errors": [...]}: one answer per prompt, in order; a prompt that failed gets the '
+        'failed answer ("<error>") and its reason in errors (null where answered).'),
     "multimodal_generate": (
         "Answer each prompt with its images. multimodal_path: one list of images per prompt (local paths, "
         f"http(s) or data URLs). prompt_ls: {PROMPTS}. system_prompt: as for generate. image_tag: e.g. '<img>': "
-        "each tag in a prompt is replaced by the next image; null puts the images after the text. "
-        'Returns {"ans_ls": [...]}, one per prompt; null for a prompt that failed.'),
+        "each tag in a prompt is replaced by the next image; null appends them to the text (before it, where the "
+        "server was started with --images-first, as UltraRAG's own server does). A shorter multimodal_path is "
+        'padded with no images. Returns {"ans_ls": [...], "errors": [...]}, as generate does.'),
     "multiturn_generate": (
         "Answer one conversation. messages: its turns, [{'role': 'user'|'assistant'|'system', 'content': ...}], "
-        'ending with a user turn. system_prompt: as for generate. Returns {"ans_ls": [answer]} (null if it failed).'),
+        'ending with a user turn. system_prompt: a system message put first, before the conversation\'s own. '
+        'Returns {"ans_ls": [answer], "errors": [...]}; {"ans_ls": [], "errors": []} for no turns.'),
     "vllm_shutdown": "Shut the vLLM engine down and free its memory; does nothing with the other backends.",
+    "build": ("UltraRAG's build step (stdio only): write server.yaml beside parameter_file, mapping each tool's "
+              "inputs to $parameters of that file or to pipeline variables, and naming its outputs."),
 }
 
 
 def build_server(gate: Any, start: Optional[Callable[[], Awaitable[None]]] = None, token: str | None = None,
-                 url: str | None = None) -> Any:
+                 url: str | None = None, http: Optional[Dict[str, Any]] = None) -> Any:
     """The MCP server. start: builds the backend as the server starts (on stdio by then the
     SDK has pointed fd 1 at stderr, so an engine's processes, which inherit it, cannot write
-    into the protocol). token: the bearer token every HTTP request must carry."""
-    from mcp.server.mcpserver import Context, MCPServer
+    into the protocol). token: the bearer token every HTTP request must carry. http: the
+    streamable HTTP settings (sdk.make_server); without them (stdio) UltraRAG's `build` tool
+    is served too, which writes a file and so is the local user's alone."""
+    from genrun.serve.sdk import Context, make_server
 
     @contextlib.asynccontextmanager
     async def lifespan(server: Any) -> AsyncIterator[dict]:
@@ -69,8 +80,7 @@ def build_server(gate: Any, start: Optional[Callable[[], Awaitable[None]]] = Non
         from mcp.server.auth.settings import AuthSettings
 
         auth = {"token_verifier": TokenCheck(token), "auth": AuthSettings(issuer_url=url, resource_server_url=None)}
-    server = MCPServer("genrun", instructions=INSTRUCTIONS, version=version(), lifespan=lifespan,
-                       log_level="WARNING", **auth)
+    server = make_server("genrun", INSTRUCTIONS, version(), lifespan, http, **auth)
 
     @server.tool(description=DESCRIPTIONS["generation_init"])
     async def generation_init(backend_configs: Dict[str, Any], sampling_params: Dict[str, Any], ctx: Context,
@@ -96,6 +106,16 @@ def build_server(gate: Any, start: Optional[Callable[[], Awaitable[None]]] = Non
     async def vllm_shutdown(ctx: Context) -> None:
         await as_tool(gate.shutdown(ctx))
 
+    if http is None:
+        @server.tool(description=DESCRIPTIONS["build"])
+        async def build(parameter_file: str) -> None:
+            from genrun.serve.ultrarag import write_server_yaml
+
+            async def write() -> None:
+                write_server_yaml(parameter_file)
+
+            await as_tool(write())
+
     return server
 
 
@@ -113,10 +133,11 @@ class TokenCheck:
         return None
 
 
-async def answered(gate: Any, ctx: Any, call: Callable[[api.Session], Awaitable[list[str | None]]]) -> Answers:
+async def answered(gate: Any, ctx: Any, call: Callable[[api.Session], Awaitable[api.Results]]) -> Answers:
     async def work() -> Answers:
         async with gate.session(ctx) as session:
-            return {"ans_ls": await with_progress(ctx, lambda: call(session))}
+            results = await with_progress(ctx, lambda: call(session))
+            return {"ans_ls": results.answers, "errors": results.errors}
 
     return await as_tool(work())
 
@@ -131,7 +152,7 @@ async def as_tool(work: Awaitable[T]) -> T:
 
 
 def tool_error(exc: UserError) -> Exception:
-    from mcp.server.mcpserver.exceptions import ToolError
+    from genrun.serve.sdk import ToolError
 
     return ToolError(one_line(str(exc)))
 
