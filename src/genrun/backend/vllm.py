@@ -201,7 +201,12 @@ class VLLMBackend(Backend):
                 completions[position] = await future
         finally:
             unfinished = [rid for rid, (_, future) in futures.items() if not future.done()]
-            if unfinished:  # cancelled (Ctrl-C, a failed run): free the engine of them
+            for _, future in futures.values():
+                if future.done() and not future.cancelled():
+                    # Retrieved here: once the engine died each of them holds that death, and
+                    # only the first was awaited; asyncio would print a traceback for each other.
+                    future.exception()
+            if unfinished:  # cancelled (Ctrl-C, a failed run, a dead engine): free the engine of them
                 for rid in unfinished:
                     self._engine.waiting.pop(rid, None)
                 internals.abort(self.llm, unfinished)
