@@ -142,6 +142,20 @@ def test_fewshot_examples_come_from_another_file_with_a_fixed_seed(tmp_path: Pat
     assert messages[1]["content"] in "ABCD"  # the example's reference, as its letter
 
 
+def test_a_fewshot_file_without_the_datasets_columns_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "ok 1", "answers": ["x"]}, {"prompt": "ok 2", "answers": ["y"]}])
+    shots = write_jsonl(tmp_path / "shots.jsonl", [{"question": f"q{i}", "answer": "a"} for i in range(3)])
+    out = tmp_path / "run"
+    with FaultServer(work_s=0) as server:
+        result = run_cli(*server_args(server, out, "dataset=default", f"dataset.path={data}",
+                                      "dataset.fields.reference=answers", "dataset.fewshot.k=2",
+                                      f"dataset.fewshot.path={shots}"))
+        assert server.bodies == []  # stopped before any request
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    said = [line for line in result.stderr.splitlines() if line.startswith("genrun: error:")]
+    assert len(said) == 1 and f"{shots} has no column 'answers'" in said[0] and "its columns: question, answer" in said[0]
+
+
 def test_arc_and_open_qa_presets_on_local_files(tmp_path: Path) -> None:
     arc = write_parquet(tmp_path / "arc.parquet", [
         {"id": "q1", "question": "Which?", "choices": {"text": ["x", "y", "z"], "label": ["A", "B", "C"]}, "answerKey": "B"},

@@ -97,6 +97,7 @@ def draw(dataset: DatasetConfig, prompt_of: Callable[[Mapping[str, Any]], str],
     picked = _pick(source, sampler, k, int(shots.seed), per_group, path)
     row_id = id_reader(dataset.fields.id)
     result = Shots(sampler, k, int(shots.seed), per_group)
+    row: Mapping[str, Any] = {}
     try:
         for index, row in picked:
             answer = answer_of(row)
@@ -109,6 +110,9 @@ def draw(dataset: DatasetConfig, prompt_of: Callable[[Mapping[str, Any]], str],
             result.candidates.setdefault(group, []).append(Example(example_id, prompt_of(row), str(answer), group))
     except RowError as exc:
         raise UserError(f"dataset.fewshot: an example from {path} cannot be shown: {exc}") from None
+    except KeyError as exc:  # the few-shot source lacks a column the dataset's fields or templates read
+        raise UserError(f"dataset.fewshot: {path} has no column {exc.args[0]!r} (its columns: {', '.join(map(str, row))}); "
+                        "give a few-shot source with the dataset's columns, or templates that read its own") from None
     record: dict[str, Any] = {"k": k, "sampler": sampler, "per_group": per_group, "path": path, "name": name,
                               "split": split, "seed": shots.seed}
     if sampler == "random":
