@@ -127,3 +127,19 @@ def test_an_openai_run_imports_no_torch_transformers_or_vllm(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr[-2000:]
     imported = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "openai" in imported and not imported & {"torch", "transformers", "vllm"}
+
+
+def test_a_run_whose_rows_all_fail_says_why_last_and_in_its_log(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"ok {i}"} for i in range(4)])
+    out = tmp_path / "run"
+    nobody = f"http://127.0.0.1:{free_port()}/v1"  # no server listens there
+    result = run_cli("backend=openai", f"backend.base_url={nobody}", "backend.model_name=fake", "backend.retries=0",
+                     "dataset=default", f"dataset.path={data}", f"hydra.run.dir={out}")
+    assert result.returncode == 1
+    said = result.stdout.strip().splitlines()  # stderr has the progress bar, drawn before
+    assert "4 rows, 0 answered, 4 failed" in said[-2] and "4 of the 4 failed rows: connection error" in said[-1]
+    assert "4 of the 4 failed rows: connection error" in (out / "genrun.log").read_text()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["commonest_error"]["rows"] == 4 and metrics["commonest_error"]["error"].startswith("connection error")

@@ -236,5 +236,9 @@ class Job:
         if stopped is not None:
             raise stopped
         print(f"genrun: {metrics['rows']} rows, {metrics['answered']} answered, {metrics['failed']} failed "
-              f"-> {self.out_dir}")
+              f"-> {self.out_dir}", flush=True)
+        commonest = metrics.get("commonest_error")
+        if metrics["failed"] and commonest:  # the last line says why, and so does genrun.log
+            log.warning("%d of the %d failed rows: %s (each row's reason is in answers.jsonl)", commonest["rows"],
+                        metrics["failed"], commonest["error"])
         return metrics

@@ -20,6 +20,7 @@ from genrun.rundir.breakdown import Breakdown
 from genrun.rundir.scores import Ratio, Score
 from genrun.scoring.metrics import RATIO_METRICS
 
+MAX_REASONS = 100  # distinct failure reasons counted; past that only the ones seen are (bounded memory)
 COUNTS = ("rows", "answered", "cache_hits", "prompt_tokens", "completion_tokens", "paid_prompt", "paid_completion",
           "scored", "unclosed", "scoring_errors", "choice_read", "ambiguous")
 
@@ -32,6 +33,7 @@ class Tally:
         self.counts = dict.fromkeys(COUNTS, 0)
         self.have_tokens = False
         self.first_error: str | None = None
+        self.reasons: dict[str, int] = {}  # each failure reason (the record's error) and its rows
         # the metrics first, in order
         self.scores: dict[str, Score | Ratio] = {name: Ratio(name) if name in RATIO_METRICS else Score()
                                                  for name in self.metrics}
@@ -41,6 +43,9 @@ class Tally:
         counts["rows"] += 1
         if record.get("error") is not None:
             self.first_error = self.first_error or f"row {record['index']}: {record['error']}"
+            reason = str(record["error"])[:300]
+            if reason in self.reasons or len(self.reasons) < MAX_REASONS:
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
             return
         counts["answered"] += 1
         cached = bool(record.get("cached"))
@@ -87,6 +92,9 @@ class Tally:
                                   "failed": counts["rows"] - counts["answered"]}
         if self.first_error:
             result["first_error"] = self.first_error  # what a sweep summary shows for a job with failed rows
+        if self.reasons:  # what the last line says of a run with failed rows
+            reason, rows = max(self.reasons.items(), key=lambda item: item[1])
+            result["commonest_error"] = {"error": reason, "rows": rows}
         if self.have_tokens:
             result.update(prompt_tokens=counts["prompt_tokens"], completion_tokens=counts["completion_tokens"])
         if counts["cache_hits"]:
@@ -123,7 +131,7 @@ class Tally:
         """Write the tally of the first `covers` bytes of answers.jsonl; stamp: the index entry
         it was made at (its count and checksums), which a resume checks it against."""
         state = {"covers": covers, "stamp": stamp, "metrics": self.metrics, "counts": self.counts,
-                 "have_tokens": self.have_tokens, "first_error": self.first_error,
+                 "have_tokens": self.have_tokens, "first_error": self.first_error, "reasons": self.reasons,
                  "scores": {name: vars(s) for name, s in self.scores.items()}, "breakdown": self.breakdown.state()}
         body = json.dumps(state, sort_keys=True)
         tmp = path.with_name(path.name + ".tmp")
@@ -149,6 +157,7 @@ class Tally:
             tally.breakdown = breakdown
             tally.counts.update({k: int(v) for k, v in state["counts"].items() if k in tally.counts})
             tally.have_tokens, tally.first_error = bool(state["have_tokens"]), state["first_error"]
+            tally.reasons = {str(k): int(v) for k, v in (state.get("reasons") or {}).items()}
             tally.scores = {name: Ratio(**score) if "metric" in score else Score(**score)
                             for name, score in state["scores"].items()}
             return tally, int(state["covers"]), state["stamp"]
