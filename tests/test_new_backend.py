@@ -82,7 +82,7 @@ def test_a_backend_added_as_one_file_and_one_yaml_runs_everywhere(tmp_path: Path
     assert result.returncode == 0, result.stderr
     assert len(read_jsonl(out / "answers.jsonl")) == 5
     result = driver(*cli, "backend.shout=true")
-    assert result.returncode == 2 and "different backend.shout" in result.stderr
+    assert result.returncode == 2 and "backend.shout: False then, True now" in result.stderr
     # the schema made from the signature checks types and names
     result = driver(*cli, "backend.batch_size=two")
     assert result.returncode == 2 and "backend.batch_size=two" in result.stderr
@@ -91,5 +91,5 @@ def test_a_backend_added_as_one_file_and_one_yaml_runs_everywhere(tmp_path: Path
     result = driver("api")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
-    assert json.loads(lines[0]) == {"ans_ls": ["api: hi", "api: there"]}
+    assert json.loads(lines[0]) == {"ans_ls": ["api: hi", "api: there"], "errors": [None, None]}
     assert lines[1].startswith("backend_configs.echo.prefx is not a setting of the echo backend")

@@ -68,11 +68,25 @@ def test_resume_refuses_a_config_that_changes_answers(tmp_path: Path, data: Path
     assert run_cli(*args(data, out), "dataset.limit=3").returncode == 0
     result = run_cli(*args(data, out), "dataset.limit=3", "sampling.temperature=0.1", "system_prompt=Be brief.")
     assert result.returncode == 2
-    assert "cannot resume" in result.stderr and "sampling.temperature" in result.stderr and "system_prompt" in result.stderr
+    assert "cannot resume" in result.stderr and "sampling.temperature: 0.7 then, 0.1 now" in result.stderr
+    assert "system_prompt: '' then, 'Be brief.' now" in result.stderr
     # Operational keys may change: a larger limit and batch size just answer the new rows.
     more = run_cli(*args(data, out), "dataset.limit=5", "backend.batch_size=4")
     assert more.returncode == 0, more.stderr
     assert sorted(r["index"] for r in read_jsonl(out / "answers.jsonl")) == [0, 1, 2, 3, 4]
+
+
+def test_resume_alone_reuses_the_runs_own_command_line(tmp_path: Path, data: Path) -> None:
+    out = tmp_path / "run"
+    assert run_cli(*args(data, out), "dataset.limit=3").returncode == 0
+    (out / "answers.jsonl").write_text("".join(line + "\n" for line in (out / "answers.jsonl").read_text().splitlines()[:1]))
+    result = run_cli(f"resume={out}")  # no dataset.path, no experiment: the run's own
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert sorted(r["index"] for r in read_jsonl(out / "answers.jsonl")) == [0, 1, 2]
+    assert json.loads((out / "metrics.json").read_text())["rows_this_run"] == 2
+    # a setting given with it replaces the saved one, and is refused where it changes answers
+    changed = run_cli(f"resume={out}", "sampling.max_tokens=9")
+    assert changed.returncode == 2 and "sampling.max_tokens: 8 then, 9 now" in changed.stderr
 
 
 def test_retry_errors_redoes_only_failed_rows(tmp_path: Path) -> None:

@@ -128,6 +128,10 @@ def main() -> None:
         sys.exit(EXIT_USER_ERROR)
     # Hydra's parser takes -m/--multirun only before the overrides; users write it anywhere.
     flags = [a for a in args if a in ("-m", "--multirun")]
+    if not flags:
+        from genrun.rundir.resume import with_saved_overrides
+
+        args = with_saved_overrides(args)  # `genrun resume=DIR` alone: the run's own command line
     sys.argv = [sys.argv[0], *flags, *(a for a in args if a not in flags)]
     signal.signal(signal.SIGTERM, raise_terminated)  # a scheduler's cancel ends a run like Ctrl-C
     # Hydra prints its own errors over several lines; with HYDRA_FULL_ERROR set it raises them

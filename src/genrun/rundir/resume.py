@@ -33,16 +33,57 @@ def saved_run(out_dir: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
+def with_saved_overrides(args: list[str]) -> list[str]:
+    """`genrun resume=DIR` reuses the run's own command line: the overrides it was started
+    with (DIR/.hydra/overrides.yaml) come first, and the ones given now replace them key by key
+    (a change that would alter its answers is then refused by check_resumable)."""
+    given = {override_key(a): a for a in args if not a.startswith("-")}
+    resume = given.get("resume", "").partition("=")[2].strip("'\"")
+    if not resume or resume == "null":
+        return args
+    saved_path = Path(resume).expanduser() / ".hydra" / "overrides.yaml"
+    try:
+        import yaml
+
+        saved = yaml.safe_load(saved_path.read_text())
+    except (OSError, ValueError, ImportError):
+        return args  # none saved (or unreadable): the command line alone, as before
+    if not isinstance(saved, list):
+        return args
+    kept = [str(a) for a in saved if isinstance(a, str) and override_key(a) not in given]
+    return [*kept, *args]
+
+
+def override_key(arg: str) -> str:
+    """The key an override sets: `+a.b=1` and `~a.b` -> `a.b`; `backend=hf` -> `backend`."""
+    return arg.lstrip("+~").partition("=")[0].removeprefix("override ").strip()
+
+
 def check_resumable(identity: dict[str, Any], saved: dict[str, Any] | None, out_dir: Path) -> None:
     """identity: the answer-changing config of this run (Settings.identity)."""
     if saved is None:
         return
-    changed = diff_keys(saved.get("config", {}), identity)
+    before = saved.get("config", {})
+    changed = diff_keys(before, identity)
     if changed:
+        shown = "; ".join(f"{key}: {value_at(before, key)!r} then, {value_at(identity, key)!r} now"
+                          for key in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
         raise UserError(
-            f"cannot resume {out_dir}: its answers were made with different {', '.join(changed)}; "
+            f"cannot resume {out_dir}: its answers were made with different settings ({shown}{more}); "
             "use a new run directory, or set those keys back"
         )
+
+
+def value_at(config: Any, dotted: str) -> Any:
+    """The value at a dotted key of a nested mapping (None where it has none)."""
+    for part in dotted.split("."):
+        if not isinstance(config, dict):
+            return None
+        config = config.get(part)
+    if isinstance(config, str) and len(config) > 80:
+        return config[:77] + "..."
+    return config
 
 
 def check_same_dataset(saved: dict[str, Any] | None, dataset: dict[str, Any], allowed: bool) -> None:
