@@ -105,3 +105,34 @@ def test_a_seeds_axis_is_folded_into_a_mean_and_interval_per_cell(tmp_path: Path
     assert len(cells) == 2 and all("| 3 |" in c for c in cells)  # two temperatures, three seeds each
     assert "Best on accuracy: sampling.temperature=" in summary
     assert len(list(sweep.glob("*/answers.jsonl"))) == 6
+
+
+def test_a_bounded_scores_intervals_stay_in_its_bounds_and_an_mdd_past_it_says_so(tmp_path: Path) -> None:
+    """Two seeds of 2 rows each: accuracy 0.0 and 0.5. The t interval over two seeds (t = 12.7)
+    reaches far past [0, 1], and with 2 rows no difference is detectable."""
+    import yaml
+
+    from genrun.reports.summary import write_summary
+    from genrun.rundir.journal import write_json
+    from genrun.rundir.tally import Tally
+
+    sweep = tmp_path / "sweep"
+    for job, scores in enumerate([[0.0, 0.0], [0.0, 1.0]]):
+        tally = Tally(["accuracy"])
+        for index, score in enumerate(scores):
+            tally.add({"index": index, "error": None, "answer": "a", "scores": {"accuracy": score}})
+        metrics = {**tally.result(), "status": "ok", "rows_per_s": 1.0}
+        (sweep / str(job) / ".hydra").mkdir(parents=True)
+        (sweep / str(job) / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"+sampling.seed={job}"]))
+        write_json(sweep / str(job) / "metrics.json", metrics)
+        assert metrics["scores_range"] == {"accuracy": [0, 1]}
+        low, high = metrics["scores_ci95"]["accuracy"]
+        assert 0 <= low <= high <= 1
+    assert metrics["scores_mdd"] == {"accuracy": None}  # 2.8 sd sqrt(2/2) = 1.98: past the whole scale
+
+    write_summary(sweep, ["accuracy"])
+    summary = (sweep / "summary.md").read_text()
+    folded = summary.split("Over seeds (accuracy, mean and 95% t interval over the seeds):")[1]
+    assert "| 2 | 0.2500 (0.0000–1.0000) |" in folded
+    assert "not detectable at this size" in summary
+    assert "not detectable at this size" in (sweep / "summary.csv").read_text()

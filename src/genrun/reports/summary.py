@@ -16,7 +16,10 @@ from typing import Any
 import yaml
 
 from genrun.errors import one_line
+from genrun.reports.shards import SHARD_KEY
 from genrun.scoring.stats import mean_ci95
+
+NOT_DETECTABLE = "not detectable at this size"  # an mdd past the score's scale
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ def job_rows(sweep_dir: Path) -> list[dict[str, Any]]:
             "cost": metrics.get("cost"),
             "truncated": metrics.get("truncated_share"),
             "mdd": metrics.get("scores_mdd") if isinstance(metrics.get("scores_mdd"), dict) else {},
+            "range": metrics.get("scores_range") if isinstance(metrics.get("scores_range"), dict) else {},
             "groups": metrics.get("groups") if isinstance(metrics.get("groups"), dict) else {},
             "error": metrics.get("error") or failed_rows_note(metrics),
         })
@@ -89,7 +93,7 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
         [r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
          *(r["scores"].get(s, "") for s in score_names),
          *((r["ci95"].get(s) or ["", ""])[end] for s in score_names for end in (0, 1)),
-         *(r["mdd"].get(main, "") for _ in mdd), _blank(r["truncated"]), r["rows_per_s"],
+         *(mdd_cell(r, main) for _ in mdd), _blank(r["truncated"]), r["rows_per_s"],
          *(r[c] for c in cost), r["error"] or ""]
         for r in rows
     ]
@@ -101,7 +105,7 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
     md_header = ["job", *swept, "status", "rows", "failed", *score_names, *mdd, "truncated", "rows_per_s", *cost,
                  "error"]
     md_rows = [[r["job"], *(r["params"].get(k, "") for k in swept), r["status"], r["rows"], r["failed"],
-                *(with_ci(r, s) for s in score_names), *(r["mdd"].get(main) for _ in mdd),
+                *(with_ci(r, s) for s in score_names), *(mdd_cell(r, main) for _ in mdd),
                 _share(r["truncated"]), r["rows_per_s"], *(r[c] for c in cost), r["error"] or ""]
                for r in rows]
     lines = [*markdown_table(md_header, md_rows)]
@@ -115,7 +119,7 @@ def write_summary(sweep_dir: Path, metric_order: list[str] | None = None) -> lis
                   "| " + " | ".join([*axes, "seeds", main]) + " |", "|" + "---|" * (len(axes) + 2)]
         lines += ["| " + " | ".join([*(str(c["params"].get(k, "")) for k in axes), str(c["rows"]),
                                      with_ci(c, main)]) + " |" for c in cells]
-    if main != "rows_per_s":
+    if main != "rows_per_s" and swept != [SHARD_KEY]:  # shards are parts of one run, not rivals
         lines += ["", best_cell(cells, main)]
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
     plot(cells, axes, main, sweep_dir / "summary.png")
@@ -174,8 +178,25 @@ def fold_seeds(rows: list[dict[str, Any]], swept: list[str], main: str) -> tuple
         cells.append({"job": ", ".join(f"{k}={v}" for k, v in zip(axes, key)) or "all", "status": "ok",
                       "params": dict(zip(axes, key)), "rows": len(members), "rows_per_s": None,
                       "scores": {main: round(sum(values) / len(values), 4)},
-                      "ci95": {main: [round(x, 4) for x in mean_ci95(values)]}})
+                      "ci95": {main: [round(x, 4) for x in within(mean_ci95(values), members, main)]}})
     return cells, axes
+
+
+def within(interval: list[float], members: list[dict[str, Any]], main: str) -> list[float]:
+    """An interval kept inside the score's range where every job says the score has one
+    (accuracy in [0, 1]): a t interval over a few seeds can reach past it."""
+    ranges = [m["range"].get(main) for m in members]
+    if not ranges or any(not isinstance(r, list) or len(r) != 2 for r in ranges):
+        return interval
+    low, high = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    return [min(max(interval[0], low), high), max(min(interval[1], high), low)]
+
+
+def mdd_cell(row: dict[str, Any], main: str) -> Any:
+    """The minimum detectable difference; null in metrics.json where it is past the score's scale."""
+    if main in row["mdd"] and row["mdd"][main] is None:
+        return NOT_DETECTABLE
+    return row["mdd"].get(main, "")
 
 
 def with_ci(row: dict[str, Any], score: str) -> str:

@@ -11,8 +11,9 @@ from genrun.scoring.stats import BOOTSTRAP_ROWS, Z95, ci95, min_detectable_diffe
 
 class Score:
     def __init__(self, n: int = 0, total: float = 0.0, squares: float = 0.0, binary: bool = True,
-                 values: list[float] | None = None) -> None:
+                 values: list[float] | None = None, unit: bool = True) -> None:
         self.n, self.total, self.squares, self.binary = n, total, squares, binary
+        self.unit = unit  # every row's score lies in [0, 1]: so do the mean's interval and what is detectable
         self.values: list[float] | None = [] if values is None and n == 0 else values
 
     def add(self, value: float) -> None:
@@ -20,6 +21,7 @@ class Score:
         self.total += value
         self.squares += value * value
         self.binary = self.binary and value in (0.0, 1.0)
+        self.unit = self.unit and 0.0 <= value <= 1.0
         if self.values is not None:
             self.values.append(value)
             if len(self.values) > BOOTSTRAP_ROWS:
@@ -41,11 +43,14 @@ class Score:
         if self.binary:
             return wilson(self.total, self.n)
         mean, sd = self.total / self.n, self.sd()
-        return [mean - Z95 * sd / math.sqrt(self.n), mean + Z95 * sd / math.sqrt(self.n)]
+        low, high = mean - Z95 * sd / math.sqrt(self.n), mean + Z95 * sd / math.sqrt(self.n)
+        return [max(low, 0.0), min(high, 1.0)] if self.unit else [low, high]  # a bounded score's stays in its bounds
 
-    def detectable(self) -> float:
-        """The minimum detectable difference against another run of as many rows (stats)."""
-        return min_detectable_difference(self.sd(), self.n)
+    def detectable(self) -> float | None:
+        """The minimum detectable difference against another run of as many rows (stats);
+        None where it is larger than the score's whole scale (nothing is detectable at this size)."""
+        mdd = min_detectable_difference(self.sd(), self.n)
+        return None if self.unit and mdd > 1.0 else mdd
 
 
 class Ratio:

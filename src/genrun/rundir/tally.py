@@ -109,8 +109,10 @@ class Tally:
             result["scores"] = {name: round(s.value(), 4) for name, s in scores.items()}
             result["scores_ci95"] = {name: [round(x, 4) for x in s.interval()] for name, s in scores.items()}
             result["scores_rows"] = {name: s.n for name, s in scores.items()}
-            result["scores_mdd"] = {name: round(s.detectable(), 4) for name, s in scores.items()
+            result["scores_mdd"] = {name: rounded(s.detectable()) for name, s in scores.items()
                                     if isinstance(s, Score) and s.n > 1}
+            # scores whose every row lies in [0, 1]: a sweep's interval over seeds stays inside too
+            result["scores_range"] = {name: [0, 1] for name, s in scores.items() if isinstance(s, Score) and s.unit}
             result["scored_rows"] = counts["scored"]
             result["unclosed_thinking"] = counts["unclosed"]
         if counts["choice_read"]:  # rows whose letter and choice text named different choices
@@ -158,11 +160,15 @@ class Tally:
             tally.counts.update({k: int(v) for k, v in state["counts"].items() if k in tally.counts})
             tally.have_tokens, tally.first_error = bool(state["have_tokens"]), state["first_error"]
             tally.reasons = {str(k): int(v) for k, v in (state.get("reasons") or {}).items()}
-            tally.scores = {name: Ratio(**score) if "metric" in score else Score(**score)
+            tally.scores = {name: Ratio(**score) if "metric" in score else Score(**{"unit": False, **score})
                             for name, score in state["scores"].items()}
             return tally, int(state["covers"]), state["stamp"]
         except (OSError, ValueError, KeyError, TypeError, AttributeError):  # none saved, or another version's
             return None
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def tally_path(answers: Path) -> Path:
