@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,15 @@ def test_a_sweep_over_shards_alone_ends_merged_as_one_run(tmp_path: Path) -> Non
     line = f"Merged: the 4 shards' 30 rows are one run in merged/; accuracy {merged['scores']['accuracy']:.4f} " \
            f"({low:.4f}–{high:.4f})"
     assert line in (sweep / "summary.md").read_text()
+    assert "Best on" not in (sweep / "summary.md").read_text()  # shards are parts of one run, not rivals
+    checked = subprocess.run([sys.executable, "-m", "genrun.commands.check", str(sweep / "merged")],
+                             capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr  # the merged run is whole: indexed, tallied
+    remerged = subprocess.run([sys.executable, "-m", "genrun.commands.merge", *map(str, sorted(sweep.iterdir())),
+                               "-o", str(tmp_path / "again.jsonl")], capture_output=True, text=True, timeout=120)
+    assert remerged.returncode == 0, remerged.stderr
+    assert f"skipping {sweep / 'merged'}: it is the shards merged already" in remerged.stderr
+    assert (tmp_path / "again.jsonl").read_bytes() == (sweep / "merged" / "answers.jsonl").read_bytes()
     shutil.rmtree(sweep / "merged")
     summary_main([str(sweep)])  # genrun-summary rebuilds the merged run too
     assert line in (sweep / "summary.md").read_text()

@@ -18,10 +18,30 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     def body() -> None:
-        count = merge(args.run_dirs, args.output)
-        print(f"genrun-merge: {count} rows from {len(args.run_dirs)} runs -> {args.output}", file=sys.stderr)
+        run_dirs = []
+        for run_dir in args.run_dirs:
+            if is_merged(run_dir):  # SWEEP/* names the sweep's own merged run among its shards
+                print(f"genrun-merge: skipping {run_dir}: it is the shards merged already, not a shard",
+                      file=sys.stderr)
+            elif run_dir.is_file():  # SWEEP/* names summary.md and the like too
+                print(f"genrun-merge: skipping {run_dir}: a file, not a run directory", file=sys.stderr)
+            else:
+                run_dirs.append(run_dir)
+        count = merge(run_dirs, args.output)
+        print(f"genrun-merge: {count} rows from {len(run_dirs)} runs -> {args.output}", file=sys.stderr)
 
     run_command("genrun-merge", body)
+
+
+def is_merged(run_dir: Path) -> bool:
+    """Whether a run directory is a merge of shards (its run.json names them)."""
+    import json
+
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(run, dict) and "merged_from" in run
 
 
 if __name__ == "__main__":

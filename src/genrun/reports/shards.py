@@ -75,9 +75,11 @@ def merge_shards(sweep_dir: Path, rows: list[dict[str, Any]], metric_order: list
     except UserError as exc:
         print(f"genrun: the shards of {sweep_dir} could not be merged: {exc}", file=sys.stderr)
         return None
+    run = merged_run(job_dirs)
+    index_run(out / "answers.jsonl", ((run.get("scoring") or {}).get("metrics")) or metric_order)
     metrics = merged_metrics(out / "answers.jsonl", job_dirs, metric_order)
     write_json(out / "metrics.json", metrics)
-    write_json(out / "run.json", merged_run(job_dirs))
+    write_json(out / "run.json", run)
     main = metric_order[0] if metric_order else None
     line = f"Merged: the {len(jobs)} shards' {count} rows are one run in {MERGED}/"
     if main and main in metrics.get("scores", {}):
@@ -87,6 +89,15 @@ def merge_shards(sweep_dir: Path, rows: list[dict[str, Any]], metric_order: list
         summary.write(f"\n{line}.\n")
     print(f"genrun: merged {len(jobs)} shards, {count} rows -> {out}", file=sys.stderr)
     return out
+
+
+def index_run(answers: Path, metrics: list[str]) -> None:
+    """The merged answers' index and running tally, as a run of its own has them: genrun-check
+    finds the directory whole, and genrun-score and the viewer read it as any run."""
+    from genrun.rundir.journal import read_records, rewrite
+    from genrun.rundir.tally import Tally
+
+    rewrite(answers, read_records(answers), Tally(list(metrics)))
 
 
 def merged_metrics(answers: Path, job_dirs: list[Path], metric_order: list[str]) -> dict[str, Any]:
