@@ -281,3 +281,26 @@ def test_the_workers_end_with_the_server(outputs: Path) -> None:
     process.wait(10)
     gone, alive = psutil.wait_procs(workers, timeout=5)
     assert alive == []
+
+
+def test_a_run_stopped_by_a_mistake_shows_its_error(tmp_path: Path, page) -> None:
+    root = tmp_path / "outputs"
+    data = write_jsonl(tmp_path / "d.jsonl", [{"id": "q0", "prompt": "question 0", "reference": "x"}])
+    shots = write_jsonl(tmp_path / "shots.jsonl", [{"question": "q", "answer": "a"}] * 3)
+    with FaultServer(work_s=0) as server:
+        result = run_cli(*genrun_args(server, data, "dataset.fewshot.k=2", f"dataset.fewshot.path={shots}",
+                                      f"hydra.run.dir={root / 'stopped'}"))
+    assert result.returncode == 2
+    error = json.loads((root / "stopped" / "metrics.json").read_text())["error"]
+    assert "has no column" in error
+    process, address = start_view(str(root))
+    try:
+        page.goto(address.rstrip("/") + "/")
+        line = page.locator("tr.run").inner_text()
+        assert "error" in line and "has no column" in line and "No runs" not in line
+        page.goto(address.rstrip("/") + "/run?key=stopped")
+        assert "has no column" in page.locator("#run-error").inner_text()
+        assert "No scores (yet)" not in page.content()
+    finally:
+        process.terminate()
+        process.wait(10)

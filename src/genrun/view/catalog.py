@@ -119,7 +119,8 @@ def run_line(found: Found, locked: set[tuple[int, int]]) -> dict[str, Any]:
             "backend": backend_name(run), "model": model_name(run),
             "task": task_name(run), "rows": rows, "answered": metrics.get("answered"), "failed": metrics.get("failed"),
             "metric": metric, "score": scores.get(metric), "ci95": intervals.get(metric), "status": status,
-            "wall_s": metrics.get("wall_s"), "cost": metrics.get("cost")}
+            "wall_s": metrics.get("wall_s"), "cost": metrics.get("cost"),
+            "error": str(metrics["error"]) if status == "error" and metrics.get("error") else None}
 
 
 def label(found: Found) -> str:
