@@ -111,7 +111,8 @@ def draw(dataset: DatasetConfig, prompt_of: Callable[[Mapping[str, Any]], str],
     except RowError as exc:
         raise UserError(f"dataset.fewshot: an example from {path} cannot be shown: {exc}") from None
     except KeyError as exc:  # the few-shot source lacks a column the dataset's fields or templates read
-        raise UserError(f"dataset.fewshot: {path} has no column {exc.args[0]!r} (its columns: {', '.join(map(str, row))}); "
+        columns = ", ".join(map(str, row))
+        raise UserError(f"dataset.fewshot: {path} has no column {exc.args[0]!r} (its columns: {columns}); "
                         "give a few-shot source with the dataset's columns, or templates that read its own") from None
     record: dict[str, Any] = {"k": k, "sampler": sampler, "per_group": per_group, "path": path, "name": name,
                               "split": split, "seed": shots.seed}
