@@ -84,8 +84,8 @@ def test_resume_alone_reuses_the_runs_own_command_line(tmp_path: Path, data: Pat
     assert result.returncode == 0, result.stderr[-2000:]
     assert sorted(r["index"] for r in read_jsonl(out / "answers.jsonl")) == [0, 1, 2]
     assert json.loads((out / "metrics.json").read_text())["rows_this_run"] == 2
-    # a setting given with it replaces the saved one, and is refused where it changes answers
-    changed = run_cli(f"resume={out}", "sampling.max_tokens=9")
+    # with other settings the command line given is the run's, checked as ever
+    changed = run_cli(*args(data, out), "dataset.limit=3", "sampling.max_tokens=9")
     assert changed.returncode == 2 and "sampling.max_tokens: 8 then, 9 now" in changed.stderr
 
 

@@ -33,13 +33,18 @@ def saved_run(out_dir: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) else None
 
 
+# What `resume=DIR` may come with and still mean "the run's own command line".
+RESUME_KEYS = ("resume", "retry_errors", "resume_allow_changed_dataset")
+
+
 def with_saved_overrides(args: list[str]) -> list[str]:
-    """`genrun resume=DIR` reuses the run's own command line: the overrides it was started
-    with (DIR/.hydra/overrides.yaml) come first, and the ones given now replace them key by key
-    (a change that would alter its answers is then refused by check_resumable)."""
+    """`genrun resume=DIR` alone (with retry_errors, resume_allow_changed_dataset or hydra.*
+    at most) reuses the run's own command line: the overrides it was started with
+    (DIR/.hydra/overrides.yaml), then these. With any other override the command line given is
+    the run's, as before (leaving dataset.limit out then means every row)."""
     given = {override_key(a): a for a in args if not a.startswith("-")}
     resume = given.get("resume", "").partition("=")[2].strip("'\"")
-    if not resume or resume == "null":
+    if not resume or resume == "null" or any(k not in RESUME_KEYS and not k.startswith("hydra.") for k in given):
         return args
     saved_path = Path(resume).expanduser() / ".hydra" / "overrides.yaml"
     try:
