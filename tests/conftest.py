@@ -56,6 +56,22 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     return _fork_server.run(list(args), str(cwd) if cwd is not None else None, environment, timeout)
 
 
+def overlay_venv(folder: Path) -> Path:
+    """A virtual environment whose own packages come first and this environment's after (a .pth
+    that adds this one's site-packages), so a test installs only what differs; its python.
+    Unlike `venv --system-site-packages`, this works when the tests themselves run in a venv
+    (whose packages are not the base interpreter's)."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+    python = folder / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    parent = sysconfig.get_paths()["purelib"]
+    Path(site, "_genrun_tests_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    return python
+
+
 def free_port() -> int:
     import socket
 

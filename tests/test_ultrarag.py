@@ -11,12 +11,12 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import overlay_venv
 from genrun.testing.fault_server import FaultServer
 from test_api import PARAMETER_YAML
 
@@ -29,13 +29,7 @@ ULTRARAG_CLIENT = ["fastmcp>=3.3.1,<3.4.5", "mcp>=1.24,<2"]  # UltraRAG 015e838'
 def ultrarag_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A virtual environment with UltraRAG's client (fastmcp 3.4, mcp 1.x) over this one's
     packages, genrun included: its own site-packages come first, so the MCP SDK is 1.x there."""
-    venv = tmp_path_factory.mktemp("ultrarag-env")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    parent = sysconfig.get_paths()["purelib"]
-    Path(site, "_genrun_tests_parent.pth").write_text(f"import site; site.addsitedir({parent!r})\n")
+    python = overlay_venv(tmp_path_factory.mktemp("ultrarag-env"))
     subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *ULTRARAG_CLIENT],
                    check=True, stdout=subprocess.DEVNULL)
     versions = subprocess.run([str(python), "-c", "import importlib.metadata as m, genrun.serve.sdk as sdk; "

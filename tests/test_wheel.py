@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import read_jsonl
+from conftest import overlay_venv, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,9 +19,8 @@ def test_installed_wheel_finds_its_configs_from_any_folder(tmp_path: Path) -> No
                    check=True, capture_output=True)
     (wheel,) = dist.glob("genrun-*.whl")
     venv = tmp_path / "venv"
-    # The dependencies come from this environment; only genrun itself comes from the wheel.
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
-    python, genrun = venv / "bin" / "python", venv / "bin" / "genrun"
+    # The dependencies come from this environment (a venv or not); only genrun itself from the wheel.
+    python, genrun = overlay_venv(venv), venv / "bin" / "genrun"
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
