@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -72,7 +73,10 @@ def test_a_server_killed_mid_run_is_set_aside_and_taken_back(tmp_path: Path) -> 
     assert servers[b.url]["set_aside"] >= 1 and servers[a.url]["set_aside"] >= 1
     assert sum(s["answered"] for s in servers.values()) == rows
     log = (out / "genrun.log").read_text()
-    assert f"{b.url} set aside (connection refused)" in log and f"{b.url} answers again" in log
+    # A request in flight when b dies sees the connection lost, a new one sees it refused: which
+    # comes first is the machine's timing, and both name a dead server.
+    assert re.search(re.escape(b.url) + r" set aside \(connection (refused|lost)\)", log), log[-3000:]
+    assert f"{b.url} answers again" in log
 
 
 def test_server_lists_that_cannot_work_are_one_line(tmp_path: Path) -> None:
