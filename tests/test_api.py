@@ -12,6 +12,8 @@ import genrun
 import genrun.api
 from genrun.errors import UserError
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 PARAMETER_YAML = """
 backend: hf
 backend_configs:

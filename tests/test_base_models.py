@@ -15,6 +15,8 @@ import pytest
 
 from conftest import read_jsonl, run_cli, write_jsonl
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 # ARC-shaped rows, as the hub's allenai/ai2_arc holds them (labels letters or digits).
 ARC_ROWS = [
     {"id": "q1", "question": "Which is a planet?",

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import VLLM_CPU, read_jsonl, run_cli, write_jsonl
 from genrun.testing.batch_server import BatchServer
 from genrun.testing.fault_server import FaultServer
@@ -124,6 +126,7 @@ def test_an_expired_batch_keeps_what_it_answered_and_resuming_submits_the_rest(t
     assert json.loads((out / "metrics.json").read_text())["answered"] == 4
 
 
+@pytest.mark.engine
 def test_a_file_from_batch_export_runs_in_vllms_run_batch_and_gives_the_online_greedy_answers(
         tmp_path: Path, tiny_model: str) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"Say something about {w}."} for w in

@@ -12,6 +12,7 @@ from conftest import read_jsonl, run_cli, write_jsonl
 DEMO_ROWS = sum(1 for _ in (Path(__file__).parents[1] / "src/genrun/data/demo_qa.jsonl").open())
 
 
+@pytest.mark.engine
 def test_demo_run_writes_one_record_per_row(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_cli("experiment=tiny", f"hydra.run.dir={out}")
@@ -34,6 +35,7 @@ def test_demo_run_writes_one_record_per_row(tmp_path: Path) -> None:
     assert "row/s" in result.stderr  # the progress bar
 
 
+@pytest.mark.engine
 def test_multirun_writes_one_job_directory_per_value(tmp_path: Path) -> None:
     result = run_cli("experiment=tiny", "-m", "sampling.temperature=0.2,0.9", "dataset.limit=4",
                      f"hydra.sweep.dir={tmp_path}")
@@ -45,6 +47,7 @@ def test_multirun_writes_one_job_directory_per_value(tmp_path: Path) -> None:
         assert len(read_jsonl(job / "answers.jsonl")) == 4
 
 
+@pytest.mark.engine
 def test_empty_prompt_fails_that_row_only(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hello"}, {"prompt": "  "}, {"prompt": "Bye"}])
     out = tmp_path / "run"
@@ -90,6 +93,7 @@ def test_hydra_errors_before_the_job_are_one_line_too(tmp_path: Path, args: list
     assert result.stderr.startswith("genrun: error:") and message in result.stderr, result.stderr
 
 
+@pytest.mark.engine
 def test_multiturn_demo_and_malformed_turns(tmp_path: Path) -> None:
     out = tmp_path / "chat"
     result = run_cli("experiment=tiny", "mode=multiturn", "dataset=demo_chat", f"hydra.run.dir={out}")

@@ -10,6 +10,8 @@ from genrun.backend.hf import HFBackend, generate_kwargs
 from genrun.errors import UserError
 from genrun.prompt.messages import prompt_messages
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 PROMPTS = [
     "Hi",
     "What is the capital of France? Please answer in one word, and then explain why.",

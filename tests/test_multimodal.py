@@ -16,6 +16,8 @@ from genrun.errors import RowError
 from genrun.prompt.messages import multimodal_messages
 from genrun.testing.fault_server import FaultServer
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 DEMO = Path(__file__).resolve().parents[1] / "src/genrun/data/demo_vqa"
 RED, BLUE = str(DEMO / "red_square.png"), str(DEMO / "blue_circle.png")
 

@@ -6,10 +6,14 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
 import genrun
 from conftest import read_jsonl, run_cli, write_jsonl
 from genrun.backend.openai import OpenAIBackend
 from genrun.prompt.messages import prompt_messages
+
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
 
 
 def test_cli_run_against_a_vllm_server(tmp_path: Path, vllm_server: str) -> None:

@@ -10,8 +10,11 @@ import sys
 from pathlib import Path
 
 import psutil
+import pytest
 
 from conftest import read_jsonl, wait_for_lines, write_jsonl
+
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
 
 
 def actors_of(pid: int) -> list:

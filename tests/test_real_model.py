@@ -23,6 +23,8 @@ import genrun.api
 from conftest import VLLM_CPU, read_jsonl, run_cli
 from genrun.assets.folder import cache_root
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 SHORT = "Answer in a few words."
 SECRET = "The secret word is pineapple."
 

@@ -33,6 +33,7 @@ def count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
+@pytest.mark.engine
 @pytest.mark.parametrize("kill_after", [1, 40, 120])
 def test_sigkill_then_resume_gives_one_record_per_row(tmp_path: Path, data: Path, kill_after: int) -> None:
     out = tmp_path / "run"
@@ -63,6 +64,7 @@ def read_jsonl_tolerant(path: Path) -> list[dict]:
     return list(read_records(path))
 
 
+@pytest.mark.engine
 def test_resume_refuses_a_config_that_changes_answers(tmp_path: Path, data: Path) -> None:
     out = tmp_path / "run"
     assert run_cli(*args(data, out), "dataset.limit=3").returncode == 0
@@ -76,6 +78,7 @@ def test_resume_refuses_a_config_that_changes_answers(tmp_path: Path, data: Path
     assert sorted(r["index"] for r in read_jsonl(out / "answers.jsonl")) == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.engine
 def test_resume_alone_reuses_the_runs_own_command_line(tmp_path: Path, data: Path) -> None:
     out = tmp_path / "run"
     assert run_cli(*args(data, out), "dataset.limit=3").returncode == 0
@@ -89,6 +92,7 @@ def test_resume_alone_reuses_the_runs_own_command_line(tmp_path: Path, data: Pat
     assert changed.returncode == 2 and "sampling.max_tokens: 8 then, 9 now" in changed.stderr
 
 
+@pytest.mark.engine
 def test_retry_errors_redoes_only_failed_rows(tmp_path: Path) -> None:
     rows = [{"prompt": "Hello"}, {"prompt": ""}, {"prompt": "Bye"}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import yaml
 from mcp import Client  # the `serve` extra, which scripts/test.sh installs
 from mcp.client.stdio import StdioServerParameters
@@ -53,6 +54,7 @@ def error_line(result: Any) -> str:
     return text
 
 
+@pytest.mark.engine
 def test_the_five_tools_over_stdio_with_the_pages_values(tiny_model: str, genrun_cache: Path) -> None:
     from genrun.assets.tiny_model import cached_tiny_model
 
@@ -127,6 +129,7 @@ def test_a_cancelled_call_stops_its_batch_and_the_server_keeps_serving() -> None
         asyncio.run(session(server.url, server))
 
 
+@pytest.mark.engine
 def test_vllm_over_stdio_logs_to_stderr_and_shuts_down(tiny_model: str) -> None:
     configs = {"vllm": {"model_name_or_path": tiny_model, "gpu_memory_utilization": VLLM_CPU["gpu_memory_utilization"],
                         "dtype": VLLM_CPU["dtype"], "max_model_len": VLLM_CPU["max_model_len"],
@@ -145,6 +148,7 @@ def test_vllm_over_stdio_logs_to_stderr_and_shuts_down(tiny_model: str) -> None:
     asyncio.run(session())
 
 
+@pytest.mark.engine
 def test_streamable_http_on_loopback_with_a_backend_from_overrides(tiny_model: str, tmp_path: Path) -> None:
     port = free_port()
     log = open(tmp_path / "serve.log", "w")

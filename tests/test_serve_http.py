@@ -122,6 +122,7 @@ def model_with_remote_code(tiny_model: str, folder: Path, marker: Path) -> Path:
     return folder
 
 
+@pytest.mark.engine
 def test_no_code_a_client_names_runs_in_the_server(tmp_path: Path, tiny_model: str) -> None:
     marker = tmp_path / "pwned"
     evil = model_with_remote_code(tiny_model, tmp_path / "evil-model", marker)
@@ -215,6 +216,7 @@ def test_one_sessions_init_never_moves_another_sessions_prompts(tmp_path: Path) 
     assert operators.auth_headers == {f"Bearer {OPERATOR_KEY}"} and others.auth_headers == {"Bearer EMPTY"}
 
 
+@pytest.mark.engine
 def test_sessions_that_ask_for_the_same_model_share_one_engine(tmp_path: Path, tiny_model: str) -> None:
     from genrun.backend.hf import HFBackend
     from genrun.serve.policy import Operator

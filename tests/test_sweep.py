@@ -17,6 +17,7 @@ from genrun.errors import UserError
 from genrun.reports.merge import merge
 
 
+@pytest.mark.engine
 def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None:
     result = run_cli("experiment=tiny", "-m", "sampling.temperature=0.2,1.0", "sampling.top_p=0.8,0.95",
                      "dataset.limit=6", f"hydra.sweep.dir={tmp_path}")
@@ -40,6 +41,7 @@ def test_two_by_two_sweep_writes_four_jobs_and_a_summary(tmp_path: Path) -> None
     assert (tmp_path / "summary.csv").exists()
 
 
+@pytest.mark.engine
 def test_a_failing_job_still_gets_its_row(tmp_path: Path, tiny_model: str) -> None:
     # model paths hold slashes: each job still gets one folder, named without them
     result = run_cli("experiment=tiny", "-m", f"backend.model_name_or_path={tiny_model},/no/such/model",
@@ -53,6 +55,7 @@ def test_a_failing_job_still_gets_its_row(tmp_path: Path, tiny_model: str) -> No
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
 
 
+@pytest.mark.engine
 def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"q{i}"} for i in range(10)])
     sweep = tmp_path / "sweep"
@@ -72,6 +75,7 @@ def test_four_shards_merge_to_the_dataset_in_order(tmp_path: Path) -> None:
         merge(shards[:3], tmp_path / "partial.jsonl")
 
 
+@pytest.mark.engine
 def test_submitit_local_launcher_runs_a_two_job_sweep(tmp_path: Path) -> None:
     result = run_cli("experiment=tiny", "-m", "hydra/launcher=submitit_local", "sampling.temperature=0.2,0.9",
                      "dataset.limit=2", f"hydra.sweep.dir={tmp_path}", timeout=600)

@@ -215,6 +215,7 @@ OTHER_TEMPLATE = ("{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}
                   "{% if add_generation_prompt %}<<assistant>>{% endif %}")
 
 
+@pytest.mark.engine
 def test_two_runs_differing_only_in_the_chat_template_are_explained_as_such(tmp_path: Path) -> None:
     data = write_jsonl(tmp_path / "d.jsonl", [{"id": f"r{i}", "prompt": f"Say {i}."} for i in range(4)])
     common = ("experiment=tiny", "dataset=default", f"dataset.path={data}", "dataset.fields.id=id", "sampling=greedy",

@@ -19,6 +19,8 @@ from genrun.backend.vllm import VLLMBackend
 from genrun.errors import UserError
 from genrun.prompt.messages import prompt_messages
 
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
+
 
 @pytest.fixture(scope="module")
 def engine(tiny_model: str):

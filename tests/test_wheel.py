@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import overlay_venv, read_jsonl
+
+pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
 
 ROOT = Path(__file__).resolve().parents[1]
 
