@@ -34,5 +34,7 @@ else
   pip uninstall -y torchvision torchaudio torchcodec 2>/dev/null || true
 fi
 
-# The slowest tests, in every log: where the suite's time goes. (-m "not engine": the fast loop.)
-python -m pytest --durations=30 "$@"
+# Three workers (pytest-xdist): the tests that start a model engine run one after another on one
+# of them (conftest: the "engine" group), the others, which mostly wait on servers and
+# subprocesses, spread over the rest. The slowest tests end every log: where the time goes.
+python -m pytest -n 3 --dist loadgroup --durations=30 "$@"

@@ -29,10 +29,17 @@ ENGINE_FIXTURES = {"tiny_model", "tiny_vision", "demo_model", "vllm_server", "hf
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The `engine` marker (pyproject.toml): set by hand on a module (pytestmark) or a test that
     starts an engine through the CLI, and here on every test that takes an engine fixture, so
-    `-m "not engine"` is the fast inner loop (README: Development)."""
+    `-m "not engine"` is the fast inner loop (README: Development).
+
+    Under pytest-xdist with --dist loadgroup (scripts/test.sh) the engine tests are one group,
+    run one after another by one worker: two engines at once would only share the two cores,
+    and some tests count the machine's engine processes. The others wait on servers, sockets
+    and subprocesses more than on the CPU, and spread over the other workers."""
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+        if item.get_closest_marker("engine") is not None:
+            item.add_marker(pytest.mark.xdist_group("engine"))
 
 
 @pytest.fixture(scope="session", autouse=True)
