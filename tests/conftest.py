@@ -157,6 +157,32 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def descendants_named(pid: int, word: str) -> list:
+    """The processes under pid whose name or command line holds word. Children come and go while
+    they are listed (a short-lived ldconfig is a zombie by the time its command line is asked
+    for): one that ended, or cannot be read, is none of them."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process(pid).children(recursive=True):
+        try:
+            if word in " ".join([proc.name(), *proc.cmdline()]):
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
+def still_running(proc) -> bool:
+    """Whether a process still runs (a zombie, or one gone while asked, does not)."""
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def engine_processes() -> set[int]:
     """PIDs of vLLM engine-core processes started by this test process itself (direct children:
     a vLLM server's engine is its grandchild, and not ours to count)."""

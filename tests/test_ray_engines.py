@@ -12,14 +12,13 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import read_jsonl, wait_for_lines, write_jsonl
+from conftest import descendants_named, read_jsonl, wait_for_lines, write_jsonl
 
 pytestmark = pytest.mark.engine  # every test here starts a model engine (see conftest)
 
 
 def actors_of(pid: int) -> list:
-    return [p for p in psutil.Process(pid).children(recursive=True)
-            if "EngineActor" in " ".join([p.name(), *p.cmdline()])]
+    return descendants_named(pid, "EngineActor")
 
 
 def test_two_ray_actors_answer_a_run_and_one_killed_loses_no_row(tmp_path: Path, tiny_model: str) -> None:

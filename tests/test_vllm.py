@@ -14,7 +14,16 @@ import pytest
 
 import genrun
 import genrun.api
-from conftest import VLLM_CPU, engine_processes, read_jsonl, run_cli, wait_for_lines, write_jsonl
+from conftest import (
+    VLLM_CPU,
+    descendants_named,
+    engine_processes,
+    read_jsonl,
+    run_cli,
+    still_running,
+    wait_for_lines,
+    write_jsonl,
+)
 from genrun.backend.vllm import VLLMBackend
 from genrun.errors import UserError
 from genrun.prompt.messages import prompt_messages
@@ -197,10 +206,7 @@ def test_missing_vllm_is_one_clear_line(tmp_path: Path, tiny_model: str) -> None
 
 
 def engine_cores_of(pid: int) -> list:
-    import psutil
-
-    return [p for p in psutil.Process(pid).children(recursive=True)
-            if "EngineCore" in " ".join([p.name(), *p.cmdline()])]
+    return descendants_named(pid, "EngineCore")
 
 
 def default_sigint() -> None:
@@ -246,7 +252,6 @@ def test_a_killed_engine_stops_the_run_within_seconds_and_resume_finishes_it(tmp
 @pytest.mark.parametrize("signum,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
         tmp_path: Path, tiny_model: str, signum: int, code: int, word: str) -> None:
-    import psutil
 
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "genrun", *vllm_cli_args(tiny_model), "dataset=demo_qa",
@@ -264,7 +269,7 @@ def test_a_signal_during_engine_start_ends_genrun_and_its_engine(
     assert proc.returncode == code and f"genrun: {word}; answers so far are in {out}" in stderr
     assert "Traceback" not in stderr
     time.sleep(1)
-    assert not [c for c in cores if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]  # no orphaned engine
+    assert not [c for c in cores if still_running(c)]  # no orphaned engine
     assert json.loads((out / "metrics.json").read_text())["status"] == "interrupted"
 
 
