@@ -28,6 +28,13 @@ def test_the_linter_passes() -> None:
     assert result.returncode == 0, result.stdout[-3000:]
 
 
+def test_the_type_checker_passes() -> None:
+    """mypy over src/genrun ([tool.mypy] in pyproject.toml), as every change must keep it."""
+    result = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.startswith("Success: no issues found")
+
+
 def modules() -> list[Path]:
     return sorted(p for p in SRC.rglob("*.py") if "testing" not in p.parts)
 

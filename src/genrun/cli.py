@@ -98,7 +98,7 @@ class SweepSummary(Callback):
 def quiet_http_client(verbose: object) -> None:
     """The HTTP client logs every request at INFO (a line a row, in the console and genrun.log);
     they show only when asked for: hydra.verbose=httpx (or hydra.verbose=true)."""
-    names = [verbose] if isinstance(verbose, (str, bool)) or verbose is None else list(verbose)  # a ListConfig
+    names = [verbose] if isinstance(verbose, (str, bool)) or verbose is None else list(verbose)  # type: ignore[call-overload]  # a ListConfig
     if not (True in names or "httpx" in names):
         for name in ("httpx", "httpx2"):  # the OpenAI SDK's client, under either name
             logging.getLogger(name).setLevel(logging.WARNING)

@@ -20,7 +20,7 @@ def cache_root() -> Path:
     return Path(os.environ.get("GENRUN_CACHE") or Path.home() / ".cache" / "genrun")
 
 
-def cached(name: str, build: Callable[[Path], None]) -> Path:
+def cached(name: str, build: Callable[[Path], object]) -> Path:
     """cache_root()/name, built by build(folder) on first use.
 
     The build writes into a staging folder that is renamed into place only when complete: an

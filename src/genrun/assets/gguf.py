@@ -20,7 +20,7 @@ def gguf_to_transformers(gguf: Path, out: Path) -> None:
     except ImportError as exc:  # the gguf package
         raise UserError(f"reading {gguf.name} needs the gguf package: pip install gguf ({exc})") from exc
     # save_pretrained refuses a model loaded from GGUF until the (de)quantizer is taken off.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)

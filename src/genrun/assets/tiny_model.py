@@ -79,7 +79,7 @@ def build_tiny_model(out_dir: str | os.PathLike, vision: bool = False, seed: int
     )
     tokenizer.chat_template = CHAT_TEMPLATE
 
-    text_config = LlamaConfig(
+    text_config = LlamaConfig(  # type: ignore[call-arg]  # torch_dtype: one of its keyword arguments
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
+import functools
 import importlib
 import inspect
 import pkgutil
 import types
 import typing
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, cast
 
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
@@ -58,7 +59,7 @@ def settings_schema(cls: type[Backend]) -> type:
     for name, parameter in settings_parameters(cls).items():
         default = MISSING if parameter.default is inspect.Parameter.empty else parameter.default
         if isinstance(default, collections.abc.Mapping):  # an immutable {} in the signature
-            spec = dataclasses.field(default_factory=lambda d=default: dict(d))
+            spec = dataclasses.field(default_factory=functools.partial(dict, default))
         else:
             spec = dataclasses.field(default=default)
         fields.append((name, omegaconf_type(hints.get(name, Any)), spec))
@@ -103,11 +104,12 @@ def checked_settings(cls: type[Backend], settings: typing.Mapping[str, Any], whe
         known = ", ".join(settings_parameters(cls))
         raise UserError(f"{where}.{exc.key} is not a setting of the {cls.name} backend (settings: {known})") from None
     except ValidationError as exc:
-        raise UserError(f"{where}.{exc.key}={settings.get(str(exc.key))!r}: {exc.msg.splitlines()[0]}") from None
+        said = (exc.msg or str(exc)).splitlines()[0]
+        raise UserError(f"{where}.{exc.key}={settings.get(str(exc.key))!r}: {said}") from None
     missing = sorted(OmegaConf.missing_keys(merged))
     if missing:
         raise UserError(f"{where}.{missing[0]} has no value: the {cls.name} backend needs it")
-    values = OmegaConf.to_container(merged)
+    values = cast(dict[str, Any], OmegaConf.to_container(merged))
     values.pop("_target_")
     return values
 

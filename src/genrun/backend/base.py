@@ -54,9 +54,10 @@ class Completion:
         if failed is not None:  # the failed sample's error, reasoning and tokens tell why
             return dataclasses.replace(failed, answer=None, error=failed.error or "a sample has no answer")
         tokens = [s.completion_tokens for s in samples]
+        counted = [t for t in tokens if t is not None]
         return Completion(answer=samples[0].answer, finish_reason=samples[0].finish_reason,
                           prompt_tokens=samples[0].prompt_tokens,
-                          completion_tokens=None if None in tokens else sum(tokens),
+                          completion_tokens=sum(counted) if len(counted) == len(tokens) else None,
                           reasoning=samples[0].reasoning, answers=[s.answer for s in samples],
                           finish_reasons=[s.finish_reason for s in samples])
 

@@ -5,7 +5,7 @@ command line for its config path (genrun.credentials)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from genrun import credentials
 from genrun.backend.base import Backend
@@ -24,7 +24,7 @@ def build(config: Mapping[str, Any], sampling: Mapping[str, Any] | None = None,
 
         from genrun.backend.replicas import Replicas, replica_configs
 
-        plain = OmegaConf.to_container(config) if isinstance(config, DictConfig) else dict(config)
+        plain = cast(dict[str, Any], OmegaConf.to_container(config) if isinstance(config, DictConfig) else dict(config))
         if plain.get("ray_address"):  # engines as actors on a Ray cluster
             from genrun.backend.ray_replicas import on_ray
 
@@ -87,7 +87,7 @@ def build_failure(exc: Exception, where: str) -> Exception:
     if isinstance(cause, UserError):
         return cause
     if isinstance(cause, ImportError):
-        root = cause
+        root: BaseException = cause
         while root.__cause__ is not None:
             root = root.__cause__
         return UserError(f"{where} cannot be loaded: {root}; install its extra, e.g. pip install 'genrun[vllm]'")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from genrun.backend.base import Backend, Completion, Failure, Messages, Scored
+from genrun.backend.base import Backend, Completion, Failure, Messages, Prompt, Scored
 from genrun.backend.response_cache import COMPLETION_FIELDS, KeyParts, ResponseCache, digest, sha256
 
 
@@ -33,10 +33,12 @@ class CachedBackend(Backend):
     def live_counts(self) -> dict[str, str]:
         return self.inner.live_counts()
 
-    async def generate_batch(self, conversations: list[Messages], seeds: list[int] | None = None) -> list[Completion]:
+    async def generate_batch(self, conversations: list[Messages],  # type: ignore[override]  # chat messages only
+                             seeds: list[int] | None = None) -> list[Completion]:
         # What decides a row's answer: the run's parts (backend, model, sampling, extra), the
         # row's messages (images are in them as data URLs, so by content) and its seed.
-        own = [{"messages": digest(c), "seed": seeds[i] if seeds else None} for i, c in enumerate(conversations)]
+        own: list[dict[str, Any]] = [{"messages": digest(c), "seed": seeds[i] if seeds else None}
+                                     for i, c in enumerate(conversations)]
         texts = [self.key_parts.text(o) for o in own]
         keys = [sha256(t) for t in texts]
         found = self.cache.get(keys)
@@ -44,7 +46,7 @@ class CachedBackend(Backend):
         answered: list[Completion] = []
         if missing:
             missing_seeds = [seeds[i] for i in missing] if seeds else None
-            batch = [conversations[i] for i in missing]
+            batch: list[Prompt] = [conversations[i] for i in missing]
             answered = await (self.inner.generate_batch(batch, missing_seeds) if missing_seeds
                               else self.inner.generate_batch(batch))
             self.cache.put([(keys[i], own[i]["messages"], texts[i], stored(c)) for i, c in zip(missing, answered)

@@ -121,7 +121,7 @@ class HFBackend(Backend):
             else:
                 self.processor = None
                 self.tokenizer = transformers.AutoTokenizer.from_pretrained(source, padding_side="left", **load)
-                model_class = transformers.AutoModelForCausalLM
+                model_class = transformers.AutoModelForCausalLM  # type: ignore[assignment]
             self.model = model_class.from_pretrained(
                 source,
                 dtype=dtype if dtype == "auto" else getattr(torch, dtype),
@@ -196,7 +196,9 @@ class HFBackend(Backend):
         import torch
 
         completions: list[Completion | None] = [None] * len(conversations)
-        rows, texts, images = [], [], []
+        rows: list[int] = []
+        texts: list[str] = []
+        images: list[Any] = []
         as_text = isinstance(conversations[0], str)  # chat_template=false: one setting for the whole run
         for i, conversation in enumerate(conversations):
             if isinstance(conversation, str):

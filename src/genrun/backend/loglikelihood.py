@@ -107,22 +107,22 @@ def hf_scores(model: Any, pairs: list[tuple[list[int], list[int]]], max_length: 
     results: list[Scored | None] = [None] * len(pairs)
     for start in range(0, len(passes), batch_size):
         chunk = passes[start:start + batch_size]
-        width = max(len(tokens) for tokens in chunk)
+        width = max(len(passed) for passed in chunk)
         ids = torch.zeros((len(chunk), width), dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, tokens in enumerate(chunk):
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
+        for row, passed in enumerate(chunk):
+            ids[row, width - len(passed):] = torch.tensor(passed)
+            mask[row, width - len(passed):] = 1
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # each row's own positions, from 0 at its first token
-        keep = max(inputs[i][1] for tokens in chunk for i in shared[tokens])
+        keep = max(inputs[i][1] for passed in chunk for i in shared[passed])
         extra = {"logits_to_keep": keep} if keeps_logits else {}
         with torch.inference_mode():
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
                            position_ids=positions.to(model.device), **extra).logits
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
         end = logprobs.shape[1]  # the last position of every row (the rest were not kept)
-        for row, tokens in enumerate(chunk):
-            for i in shared[tokens]:
+        for row, passed in enumerate(chunk):
+            for i in shared[passed]:
                 count = inputs[i][1]
                 wanted = torch.tensor(pairs[i][1][len(pairs[i][1]) - count:])
                 # position p predicts token p + 1: the continuation's tokens follow the last `count` inputs

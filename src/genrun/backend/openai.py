@@ -142,7 +142,7 @@ class OpenAIBackend(Backend):
                                         max_retries=0)
         return server.client
 
-    async def generate_batch(self, conversations: list[Messages],
+    async def generate_batch(self, conversations: list[Messages],  # type: ignore[override]  # chat messages only
                              seeds: list[int] | None = None) -> list[Completion]:
         return [await self._answer(messages, seeds[i] if seeds else None) for i, messages in enumerate(conversations)]
 

@@ -83,6 +83,16 @@ class Handle:
             self.pending[number] = future
         return future
 
+    # What a transport gives: each of these is its own (engine_processes.Replica, ray_replicas.RayReplica).
+    def wait_ready(self) -> None:
+        raise NotImplementedError
+
+    def watch(self, lost: Callable[[Any, str], None]) -> None:
+        raise NotImplementedError
+
+    def send(self, number: int, method: str, args: tuple) -> concurrent.futures.Future:
+        raise NotImplementedError
+
     def lost(self, why: str) -> None:
         """Every call in flight goes elsewhere (ReplicaLost)."""
         with self.lock:
@@ -105,7 +115,8 @@ class Replicas(Backend):
         what starts this). transport(number, config, run_args): one engine's Handle, a process
         of this node's (engine_processes.Replica) or a Ray actor (ray_replicas.RayReplica)."""
         self.name = engine.name
-        self.takes_text, self.takes_perplexity = engine.takes_text, engine.takes_perplexity
+        # the pool answers as its engines do: these are each pool's own
+        self.takes_text, self.takes_perplexity = engine.takes_text, engine.takes_perplexity  # type: ignore[misc]
         self.run_args = (build, dict(sampling or {}), dict(extra or {}), seed)
         self.numbers = itertools.count()
         self.restarted: set[int] = set()
@@ -123,7 +134,7 @@ class Replicas(Backend):
             replica.watch(self._lost)
         first = self.replicas[0].info
         self.batch_size, self.concurrency = first["batch_size"], first["concurrency"] * len(self.replicas)
-        self.scoring_batches = max(1, first["scoring_rows"] // max(first["batch_size"], 1))
+        self.scoring_batches = max(1, first["scoring_rows"] // max(first["batch_size"], 1))  # type: ignore[misc]
         self.answered = [0] * len(self.replicas)
         self.losses = [0] * len(self.replicas)
         log.info("%d engines started", len(self.replicas))

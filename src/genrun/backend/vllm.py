@@ -234,7 +234,7 @@ class VLLMBackend(Backend):
                 return
             for output in outputs:
                 if output.finished:
-                    future = self._engine.waiting.pop(output.request_id, None)
+                    future = self._engine.waiting.pop(output.request_id, None)  # type: ignore[arg-type]
                     if future is not None and not future.done():
                         future.set_result(output)
             await asyncio.sleep(0)
@@ -323,7 +323,7 @@ def sampling_params(vllm: Any, sampling: dict[str, Any]) -> Any:
         sampling = {**sampling, "structured_outputs": StructuredOutputsParams(**sampling["structured_outputs"])}
     try:
         return vllm.SamplingParams(**sampling)
-    except (TypeError, *input_errors()) as exc:
+    except (TypeError, *input_errors()) as exc:  # type: ignore[misc]  # a tuple of exception classes
         raise UserError(f"sampling: {one_line(exc, 300)}") from exc
 
 

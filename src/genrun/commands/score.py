@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -74,7 +74,7 @@ def scoring_settings(before: dict[str, Any], overrides: list[str]) -> dict[str, 
                                  OmegaConf.from_dotlist([o.lstrip("+")[len("scoring."):] for o in overrides]))
     except OmegaConfBaseException as exc:
         raise UserError(f"{' '.join(overrides)}: {str(exc).splitlines()[0]}") from None
-    return OmegaConf.to_container(merged)
+    return cast(dict[str, Any], OmegaConf.to_container(merged))
 
 
 def judge_settings(overrides: list[str]) -> JudgeConfig:

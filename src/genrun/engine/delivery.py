@@ -73,7 +73,8 @@ class BatchResults(Delivery):
     def deliver(self, backend: Backend, requests: Iterable[Request], on_answer: OnAnswer,
                 on_retrying: Callable[[int], None], show: Callable[[str], None]) -> None:
         path = Path(str(self.settings.batch.results))
-        batch_files.import_results(batch_files.read_output(path, backend.completion_of), requests, on_answer, path)
+        completion_of = backend.completion_of  # type: ignore[attr-defined]  # for_batch_file's backends have it
+        batch_files.import_results(batch_files.read_output(path, completion_of), requests, on_answer, path)
 
 
 class Export(BatchResults):

@@ -132,7 +132,8 @@ class Job:
         backend = self.delivery.backend()
         path = Path(str(self.settings.batch.export)).expanduser()
         batch_files.check_export(path, local_files(str(self.settings.dataset.path)), self.settings.batch.overwrite)
-        count = batch_files.export(path, requests, lambda r: backend.request_body(r.messages, r.seed))
+        body = backend.request_body  # type: ignore[attr-defined]  # for_batch_file's backends have it
+        count = batch_files.export(path, requests, lambda r: body(r.messages, r.seed))
         write_json(self.out_dir / "run.json", {**self.run_record(backend),
                                                "batch_export": {"file": str(path), "requests": count}})
         print(f"genrun: wrote {count} requests to {path}; once the batch has run, read its output back with "

@@ -13,7 +13,7 @@ import itertools
 import logging
 import random
 import time
-from typing import Awaitable, Callable, Iterable, Iterator
+from typing import Awaitable, Callable, Iterable, Iterator, cast
 
 from genrun.backend.base import Backend, Completion, Prompt
 from genrun.errors import FatalBackendError, UserError
@@ -64,8 +64,9 @@ class Scheduler:
         def done(task: asyncio.Task) -> None:
             tasks.discard(task)
             self.live.release()
-            if not task.cancelled() and task.exception() is not None:
-                failed.append(task.exception())
+            error = None if task.cancelled() else task.exception()
+            if error is not None:
+                failed.append(error)
 
         try:
             while not failed:
@@ -123,7 +124,7 @@ class Scheduler:
         seeds = [r.seed for r in batch] if any(r.seed is not None for r in batch) else None
         if seeds is None:
             return lambda: backend.generate_batch(conversations)
-        return lambda: backend.generate_batch(conversations, seeds)
+        return lambda: backend.generate_batch(conversations, cast(list[int], seeds))  # +sampling.seed: every row's
 
     async def _generate(self, call: Callable[[], Awaitable[list[Completion]]], rows: int) -> list[Completion]:
         """One batch, retried as the backend's classify() says; errors become error completions."""

@@ -48,7 +48,7 @@ class PromptSettings:
 
 def row_prompt(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings) -> Any:
     """The row's prompt: the template rendered over its columns, or its prompt column."""
-    return s.template(row) if s.template is not None else row[fields.prompt]
+    return s.template(row) if s.template is not None else row[fields.prompt]  # type: ignore[index]  # checked at start: check_fields
 
 
 def row_system(row: Mapping[str, Any], s: PromptSettings) -> str:
@@ -99,14 +99,14 @@ def _generate(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, k
 
 def _multimodal(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
     kept["prompt"] = row_prompt(row, fields, s)
-    images = image_list(row[fields.images])
+    images = image_list(row[fields.images])  # type: ignore[index]  # the mode needs it: check_fields
     kept["images"] = [describe_image(i) for i in images if i is not None]
     return multimodal_messages(kept["prompt"], images, row_system(row, s), s.image_tag, s.base_dir, s.images,
                                s.images_first)
 
 
 def _multiturn(row: Mapping[str, Any], fields: FieldsConfig, s: PromptSettings, kept: dict) -> Messages:
-    turns = row[fields.messages]
+    turns = row[fields.messages]  # type: ignore[index]  # the mode needs it: check_fields
     if s.template is not None and isinstance(turns, list):
         # The template writes the last user turn; it sees the row's columns and that turn as `turn`.
         last = max((i for i, t in enumerate(turns) if isinstance(t, Mapping) and t.get("role") == "user"),

@@ -74,7 +74,7 @@ def problems(run_dir: Path) -> Iterator[str]:
         yield (f"the index covers {index.count} of the journal's {tally.counts['rows']} records; a resume indexes "
                "the rest")
     saved = Tally.load(tally_path(answers), scoring) if index is not None else None
-    if tally_path(answers).exists() and (saved is None or not matches(index, *saved)):
+    if tally_path(answers).exists() and (saved is None or index is None or not matches(index, *saved)):
         yield "the running tally (.answers.jsonl.tally) is damaged or out of step; a resume counts it anew"
     if metrics is None:
         yield "metrics.json: missing (the run never finished; resume it)"

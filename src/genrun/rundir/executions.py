@@ -72,7 +72,7 @@ def merge_executions(answers: Path, outcomes: Mapping[str, dict[str, Any]], scor
             said = samples(record)
             found = [outcomes.get(key(record, i, a)) for i, a in enumerate(said)]
             if said and all(f is not None for f in found):
-                record["executions"] = [{**f, "answer": answer_digest(a)} for f, a in zip(found, said)]
+                record["executions"] = [{**(f or {}), "answer": answer_digest(a)} for f, a in zip(found, said)]
                 score_record(record, scorer)
             yield record
 

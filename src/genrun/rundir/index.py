@@ -84,20 +84,22 @@ def load(answers: Path, size: int) -> Index | None:
             rows["index"], rows["ok"] = valid["index"], valid["ok"]
             rows_crc = zlib.crc32(rows.tobytes(), rows_crc)
             if len(valid) and int(valid["rows_crc"][-1]) != rows_crc:
-                return damaged(path, "its entries")
+                damaged(path, "its entries")
+                return None
             index.add(valid["index"], valid["end"], valid["ok"])
             if len(valid):
                 index.checksums = Checksums(int(valid["lines_crc"][-1]), rows_crc)
             if len(chunk) < CHUNK or len(valid) < len(chunk):
                 break
     if index.count and journal_crc(answers, index.covered) != index.checksums.lines:
-        return damaged(path, answers.name)
+        damaged(path, answers.name)
+        return None
     return index
 
 
 def damaged(path: Path, what: str) -> None:
+    """Say that the index is not used (load then returns None, and the journal rebuilds it)."""
     log.warning("%s does not match %s (damage in the file?): rebuilding it from the journal", path.name, what)
-    return None
 
 
 def journal_crc(answers: Path, covered: int) -> int:
@@ -135,6 +137,7 @@ class Index:
         self.covered = int(end[-1])
 
     def entry(self, position: int) -> Any:
+        assert self.path is not None, "an index read from a file"
         with open(self.path, "rb") as handle:
             handle.seek(len(HEADER) + position * ENTRY.itemsize)
             return np.frombuffer(handle.read(ENTRY.itemsize), dtype=ENTRY)[0]

@@ -114,7 +114,7 @@ class AnswerLog:
         size = self.path.stat().st_size
         index = done_index.load(self.path, size)  # checked against the journal: None if it disagrees
         saved = Tally.load(tally_path(self.path), self.metrics, **self.by) if index is not None else None
-        if saved is not None and not matches(index, *saved):
+        if saved is not None and index is not None and not matches(index, *saved):
             saved = None  # a tally of other records than the index's, or edited: re-tallied from the journal
         if saved is not None:
             self.tally, tally_from, _ = saved

@@ -12,6 +12,7 @@ import os
 import socket
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from genrun.errors import UserError, cannot_write
 
@@ -32,7 +33,7 @@ class RunLock:
     def __init__(self, run_dir: Path, quiet: bool = False) -> None:
         self.path = run_dir / LOCK_NAME
         self.quiet = quiet
-        self._file = None
+        self._file: Any = None  # the open lock file while held
 
     def __enter__(self) -> RunLock:
         try:

@@ -258,7 +258,8 @@ def _score_record(record: dict[str, Any], scorer: Scorer) -> None:
         if scorer.extract == "none":  # each distinct answer normalised once: its scores and its vote
             golds = normalized_references(record["reference"])
             said = {a: normalized_answer(a) for a in answers}
-            results = [(None, {**score_normalized(*said[a], golds, scorer.text_metrics),
+            results: list[tuple[str | None, dict[str, Any]]] = [
+                (None, {**score_normalized(*said[a], golds, scorer.text_metrics),
                                **raw_scores(a, record["reference"], scorer.metrics)}) for a in answers]
         else:
             choices = record.get("choices") if scorer.extract == "choice" else None

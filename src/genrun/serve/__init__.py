@@ -35,7 +35,7 @@ from typing import Optional
 from genrun import credentials
 from genrun.errors import UserError
 from genrun.serve.overrides import conventions, start_settings
-from genrun.serve.sessions import Stdio
+from genrun.serve.sessions import Http, Stdio
 from genrun.serve.streamable import TOKEN_VARIABLE, prepare_http
 from genrun.serve.tools import build_server
 
@@ -96,20 +96,20 @@ def main(argv: Optional[list[str]] = None) -> None:
     except UserError as exc:
         print(f"genrun-serve: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    gate = None
+    gate: Http | Stdio | None = None
     try:
         if args.http:
             gate, serve = prepare_http(args)
             serve()
         else:
             start = start_settings(args.overrides)
-            gate = Stdio(conventions(args))
+            gate = stdio = Stdio(conventions(args))
             starting = None
             if start is not None:
                 async def starting() -> None:
-                    await gate.init(None, start["backend_configs"], start["sampling_params"], start["extra_params"],
-                                    start["backend"])
-            build_server(gate, starting).run("stdio")
+                    await stdio.init(None, start["backend_configs"], start["sampling_params"], start["extra_params"],
+                                     start["backend"])
+            build_server(stdio, starting).run("stdio")
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -20,8 +20,9 @@ try:  # the SDK 2.x
 
     MAJOR = 2
 except ImportError:  # the SDK 1.x: FastMCP, bundled in the SDK until 2.0
-    from mcp.server.fastmcp import Context  # type: ignore[no-redef]  # noqa: F401
-    from mcp.server.fastmcp import FastMCP as Server
+    # (the type checker runs beside the SDK 2.x, where these names are not)
+    from mcp.server.fastmcp import Context  # type: ignore[attr-defined, no-redef]  # noqa: F401
+    from mcp.server.fastmcp import FastMCP as Server  # type: ignore[attr-defined, no-redef]
     from mcp.server.fastmcp.exceptions import ToolError  # type: ignore[no-redef]  # noqa: F401
 
     MAJOR = 1

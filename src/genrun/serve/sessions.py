@@ -51,7 +51,7 @@ class Engines:
         self.built: dict[str, Engine] = {}
 
     @staticmethod
-    def key(cls: type, settings: dict[str, Any]) -> str:
+    def key(cls: type[Backend], settings: dict[str, Any]) -> str:
         return json.dumps([cls.name, settings], sort_keys=True, default=str)
 
     def build(self, cls: type, settings: dict[str, Any], sampling: dict[str, Any], extra: dict[str, Any]) -> Any:
@@ -190,6 +190,7 @@ class Http:
         if session.lease is None:  # no generation_init yet: the operator's settings
             op = self.operator
             await self._use(session, backend_class(op.backend), op.settings, op.sampling, op.extra)
+        assert session.lease is not None  # _use gave it one
         async with session.lease.turn:
             yield session.api
 

@@ -123,6 +123,7 @@ def prepare_http(args: argparse.Namespace) -> tuple[Http, Callable[[], None]]:
         token = secrets.token_urlsafe(32)  # printed once, here, and nowhere else
         access = f"every request needs it, in the URL's ?token= or the header Authorization: Bearer {token}"
     start = start_settings(args.overrides, always=True)
+    assert start is not None  # always=True
     image_root = args.image_root.expanduser().resolve() if args.image_root else None
     if image_root is not None and not image_root.is_dir():
         raise UserError(f"--image-root {args.image_root}: no such folder")

@@ -8,7 +8,7 @@ No `from __future__ import annotations` here: the SDK reads the tools' annotatio
 import contextlib
 import hmac
 import math
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, TypedDict, TypeVar, Union
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, TypedDict, TypeVar, Union, cast
 
 from genrun import api
 from genrun.errors import UserError, one_line
@@ -79,7 +79,8 @@ def build_server(gate: Any, start: Optional[Callable[[], Awaitable[None]]] = Non
     if token is not None:
         from mcp.server.auth.settings import AuthSettings
 
-        auth = {"token_verifier": TokenCheck(token), "auth": AuthSettings(issuer_url=url, resource_server_url=None)}
+        settings = AuthSettings(issuer_url=cast(Any, url), resource_server_url=None)  # the SDK reads the URL text
+        auth = {"token_verifier": TokenCheck(token), "auth": settings}
     server = make_server("genrun", INSTRUCTIONS, version(), lifespan, http, **auth)
 
     @server.tool(description=DESCRIPTIONS["generation_init"])
@@ -163,7 +164,7 @@ async def with_progress(ctx: Any, call: Callable[[], Awaitable[T]]) -> T:
     batch starts, and vLLM and the openai backend abort what is in flight."""
     import anyio
 
-    send, receive = anyio.create_memory_object_stream(math.inf)
+    send, receive = anyio.create_memory_object_stream[tuple[int, int]](math.inf)
 
     async def report() -> None:
         async with receive:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from genrun.errors import UserError
 from genrun.settings.schema import (
@@ -38,6 +38,23 @@ from genrun.settings.schema import (
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The config groups and keys whose values change answers: run.json keeps them, resume compares them.
 ANSWER_KEYS = ("backend", "sampling", "extra", "dataset", "mode", "system_prompt", "image_tag", "seed")
+
+
+T = TypeVar("T")
+
+
+def plain_data(cfg: Any, **options: Any) -> dict[str, Any]:
+    """A config node as plain data (OmegaConf.to_container), typed as the mapping it is."""
+    from omegaconf import OmegaConf
+
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, **options))
+
+
+def typed_object(schema: type[T], plain: Any) -> T:
+    """Plain data checked against a dataclass schema, as that dataclass (OmegaConf.to_object)."""
+    from omegaconf import OmegaConf
+
+    return cast(T, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), plain)))
 
 
 def conf_dir() -> str:
@@ -100,11 +117,11 @@ def load(cfg: Any) -> Settings:
         raise UserError(f"{missing[0]} has no value: set it on the command line, e.g. {missing[0]}=...{hint}")
     from omegaconf.errors import OmegaConfBaseException
 
-    plain = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    plain = plain_data(cfg, resolve=True, enum_to_str=True)
     # The typed groups as their dataclasses; backend, sampling and extra stay plain data.
     rest = {k: v for k, v in plain.items() if k not in ("hydra", "backend", "sampling", "extra")}
     try:
-        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(GenrunConfig), {**rest, "backend": {}}))
+        typed = typed_object(GenrunConfig, {**rest, "backend": {}})
     except OmegaConfBaseException as exc:  # a key added with + that no schema has
         raise UserError(f"{str(exc).splitlines()[0]} (genrun --cfg job shows the config)") from None
     scoring = typed.scoring
@@ -123,36 +140,33 @@ def load(cfg: Any) -> Settings:
 def load_generation(cfg: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Only the backend (with its _target_), sampling and extra of a composed config: what
     genrun-serve builds its backend from (no dataset needed)."""
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        return tuple(OmegaConf.to_container(cfg[key], resolve=True, throw_on_missing=True)
-                     for key in ("backend", "sampling", "extra"))  # type: ignore[return-value]
+        backend, sampling, extra = (plain_data(cfg[key], resolve=True, throw_on_missing=True)
+                                    for key in ("backend", "sampling", "extra"))
+        return backend, sampling, extra
     except OmegaConfBaseException as exc:
         raise UserError(f"{str(exc).splitlines()[0]}") from None
 
 
 def load_judge(cfg: Any) -> JudgeConfig | None:
     """Only the judge of a composed config (genrun-score judges a finished run)."""
-    from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     if cfg.get("judge") is None:
         return None
     try:
-        plain = OmegaConf.to_container(cfg.judge, resolve=True)  # the judge's backend stays plain data
-        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(JudgeConfig), plain))
+        plain = plain_data(cfg.judge, resolve=True)  # the judge's backend stays plain data
+        return typed_object(JudgeConfig, plain)
     except OmegaConfBaseException as exc:
         raise UserError(f"judge: {str(exc).splitlines()[0]}") from None
 
 
 def load_tracker(cfg: Any) -> TrackerConfig:
     """Only the tracker of a composed config (genrun.trackers' Hydra callback)."""
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg.tracker, resolve=True) if cfg.get("tracker") is not None else {}
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrackerConfig), plain))  # type: ignore[return-value]
+    plain = plain_data(cfg.tracker, resolve=True) if cfg.get("tracker") is not None else {}
+    return typed_object(TrackerConfig, plain)
 
 
 def plain_job_config(cfg: Any) -> dict[str, Any]:
@@ -161,7 +175,7 @@ def plain_job_config(cfg: Any) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     job = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    return OmegaConf.to_container(job, resolve=True, enum_to_str=True)  # type: ignore[return-value]
+    return plain_data(job, resolve=True, enum_to_str=True)
 
 
 def dotted(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,8 +194,9 @@ def identity(plain: dict[str, Any]) -> dict[str, Any]:
     (concurrency, batch size, ...) and the dataset's (limit, streaming) left out."""
     from hydra.utils import get_class
 
-    operational = {"backend": get_class(plain["backend"]["_target_"]).operational, "dataset": DATASET_OPERATIONAL}
-    subset = {}
+    operational = {"backend": getattr(get_class(plain["backend"]["_target_"]), "operational", ()),
+                   "dataset": DATASET_OPERATIONAL}
+    subset: dict[str, Any] = {}
     for key in ANSWER_KEYS:
         value = plain.get(key)
         if isinstance(value, dict):

@@ -18,7 +18,19 @@ from omegaconf import MISSING
 MODES = ("generate", "multimodal", "multiturn", "choice", "perplexity")
 # The modes that score log-likelihoods of text rather than generate: prompts always go as text.
 LOGLIKELIHOOD_MODES = ("choice", "perplexity")
-Mode = enum.Enum("Mode", {name: name for name in MODES})
+
+
+class Mode(enum.Enum):
+    """The modes as the config's enum (OmegaConf checks a value against it)."""
+
+    generate = "generate"
+    multimodal = "multimodal"
+    multiturn = "multiturn"
+    choice = "choice"
+    perplexity = "perplexity"
+
+
+assert tuple(m.value for m in Mode) == MODES
 
 # dataset keys that change which rows a run reads now, not its answers: they may differ on resume
 DATASET_OPERATIONAL = frozenset({"limit", "streaming"})

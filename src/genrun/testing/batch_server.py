@@ -74,7 +74,7 @@ class BatchServer:
         form = email.message_from_bytes(f"Content-Type: {content_type}\r\n\r\n".encode() + data,
                                         policy=email.policy.HTTP)
         part = next(p for p in form.iter_parts() if p.get_param("name", header="content-disposition") == "file")
-        file_id = self.store(part.get_filename() or "upload.jsonl", part.get_payload(decode=True))
+        file_id = self.store(part.get_filename() or "upload.jsonl", bytes(part.get_payload(decode=True)))
         return {"id": file_id, "object": "file", "bytes": len(self.files[file_id][1]), "created_at": int(time.time()),
                 "filename": self.files[file_id][0], "purpose": "batch", "status": "processed"}
 
@@ -101,7 +101,8 @@ class BatchServer:
         started = time.monotonic()
         batch = self.batches[batch_id]
         batch["status"] = "in_progress"
-        output, errors = [], []
+        output: list[str] = []
+        errors: list[str] = []
         for line in lines:
             status, body = self.forward(line["body"], line.get("url", "/v1/chat/completions"))
             result = {"id": f"batch_req_{next(self.ids)}", "custom_id": line["custom_id"],

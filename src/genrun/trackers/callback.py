@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from genrun import credentials
 from genrun.errors import one_line
 from genrun.rundir.journal import read_json_object
-from genrun.settings import load_tracker, plain_job_config
+from genrun.settings import load_tracker, plain_data, plain_job_config
 from genrun.settings.schema import TrackerConfig
 from genrun.trackers.base import Tracker, metrics_of, params_of, rows_table
 
@@ -98,7 +98,7 @@ class TrackerCallback(Callback):
 
         def start() -> None:
             tracker = make(settings, sweep, group=sweep.name)
-            params = params_of(OmegaConf.to_container(config, resolve=False, enum_to_str=True))  # as the sweep has them
+            params = params_of(plain_data(config, resolve=False, enum_to_str=True))  # as the sweep has them
             write_ids(sweep, **{settings.kind: tracker.start(sweep.name, None, None, params, kind="sweep")})
             if settings.kind == "wandb":  # W&B holds one run at a time: the parent is reopened at the end
                 tracker.end(ok=True)
@@ -186,8 +186,8 @@ def finish_job(tracker: Tracker, out_dir: Path, settings: TrackerConfig) -> None
 
 def identity_tags(run: dict[str, Any]) -> dict[str, str]:
     """run.json's identity: the model (and its chat template's hash), the data, genrun itself."""
-    model = run.get("model") if isinstance(run.get("model"), dict) else {}
-    dataset = run.get("dataset") if isinstance(run.get("dataset"), dict) else {}
+    model: dict[str, Any] = run["model"] if isinstance(run.get("model"), dict) else {}
+    dataset: dict[str, Any] = run["dataset"] if isinstance(run.get("dataset"), dict) else {}
     tags = {f"model.{k}": v for k, v in model.items()}
     tags.update({f"dataset.{k}": dataset.get(k) for k in ("path", "name", "split", "fingerprint")},
                 genrun_version=run.get("genrun_version"), git_commit=run.get("git_commit"))

@@ -34,6 +34,11 @@ class MlflowTracker(Tracker):
         found = self.client.get_experiment_by_name(self.experiment)
         return found.experiment_id if found is not None else self.client.create_experiment(self.experiment)
 
+    def started(self) -> str:
+        """The run's id (start came first)."""
+        assert self.run_id is not None, "start() first"
+        return self.run_id
+
     def start(self, name: str, run_id: str | None, parent_id: str | None, params: dict[str, str],
               kind: str = "job") -> str:
         from mlflow.entities import Param, RunStatus
@@ -48,7 +53,7 @@ class MlflowTracker(Tracker):
         self.run_id = self.client.create_run(self.experiment_id(), tags=tags, run_name=name).info.run_id
         items = [Param(k, v) for k, v in params.items()]
         for start in range(0, len(items), BATCH):
-            self.client.log_batch(self.run_id, params=items[start:start + BATCH])
+            self.client.log_batch(self.started(), params=items[start:start + BATCH])
         return self.run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -59,15 +64,15 @@ class MlflowTracker(Tracker):
         stamp = int(time.time() * 1000)
         items = [Metric(k, v, stamp, step or 0) for k, v in metrics.items()]
         for start in range(0, len(items), 1000):
-            self.client.log_batch(self.run_id, metrics=items[start:start + 1000])
+            self.client.log_batch(self.started(), metrics=items[start:start + 1000])
 
     def set_tags(self, tags: dict[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        self.client.log_batch(self.started(), tags=[RunTag(k, v) for k, v in tags.items()])
 
     def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
-        self.client.log_table(self.run_id, data=columns, artifact_file=f"{name}.json")
+        self.client.log_table(self.started(), data=columns, artifact_file=f"{name}.json")
 
     def log_file(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path))

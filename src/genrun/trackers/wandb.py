@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from genrun.errors import UserError
 from genrun.trackers.base import Tracker
@@ -43,7 +43,7 @@ class WandbTracker(Tracker):
     def log_table(self, columns: dict[str, list[Any]], name: str) -> None:
         names = list(columns)
         rows = [list(row) for row in zip(*(columns[c] for c in names))]
-        self.run.log({name: self.wandb.Table(columns=names, data=rows)})
+        self.run.log({name: self.wandb.Table(columns=cast(Any, names), data=rows)})
 
     def log_file(self, path: Path) -> None:
         artifact = self.wandb.Artifact(f"{self.run.id}-{path.stem}", type="genrun-file")

@@ -149,7 +149,8 @@ class Viewer:
             result, problem = compare(a.path, b.path, force=query.get("force") == "1"), None
         except UserError as exc:
             result, problem = None, str(exc)
-        which = query.get("which") if query.get("which") in ("won", "lost") else "all"
+        which = query.get("which") or "all"
+        which = which if which in ("won", "lost") else "all"
         differ = pages.differing(rows_a, rows_b, which)
         pages_count = max(1, math.ceil(len(differ) / PAGE))
         page = min(max(int_of(query.get("page"), 1), 1), pages_count)

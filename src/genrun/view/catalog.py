@@ -145,7 +145,7 @@ def indexed_rows(run: Path) -> int | None:
 def held_locks() -> set[tuple[int, int]]:
     """The (device, inode) of every file some process holds a flock on (Linux's /proc/locks):
     how a viewer tells a running run without touching its lock."""
-    held = set()
+    held: set[tuple[int, int]] = set()
     try:
         text = Path("/proc/locks").read_text()
     except OSError:

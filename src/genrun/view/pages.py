@@ -55,7 +55,7 @@ def row_line(position: int, record: dict[str, Any] | None, metric: str) -> dict[
     """A row's line in the rows table."""
     if record is None:
         return {"position": position, "garbled": True}
-    scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
+    scores: dict[str, Any] = record["scores"] if isinstance(record.get("scores"), dict) else {}
     turns = conversation(record)
     return {"position": position, "index": record.get("index"), "id": as_text(record.get("id")),
             "prompt": snippet(turns[-1]["text"] if turns else ""), "answer": snippet(record.get("answer")),
@@ -65,9 +65,9 @@ def row_line(position: int, record: dict[str, Any] | None, metric: str) -> dict[
 
 def row_detail(record: dict[str, Any], metric: str) -> dict[str, Any]:
     """Everything a row's page shows."""
-    scores = record.get("scores") if isinstance(record.get("scores"), dict) else {}
-    answers = record.get("answers") if isinstance(record.get("answers"), list) else []
-    reasons = record.get("finish_reasons") if isinstance(record.get("finish_reasons"), list) else []
+    scores: dict[str, Any] = record["scores"] if isinstance(record.get("scores"), dict) else {}
+    answers: list[Any] = record["answers"] if isinstance(record.get("answers"), list) else []
+    reasons: list[Any] = record["finish_reasons"] if isinstance(record.get("finish_reasons"), list) else []
     return {
         "index": record.get("index"), "id": as_text(record.get("id")), "conversation": conversation(record),
         "answer": as_text(record.get("answer")), "has_answer": record.get("answer") is not None,

@@ -34,7 +34,7 @@ def record_values(record: dict[str, Any], metric: str) -> tuple[float, bool, boo
     """(main score or NaN, hit the token cap, from the cache): what the filters read of a record."""
     scores = record.get("scores")
     value = scores.get(metric) if type(scores) is dict else None
-    number = float(value) if type(value) in (float, int) else np.nan  # bool is no score
+    number = float(value) if type(value) in (float, int) else np.nan  # type: ignore[arg-type]  # bool is no score
     return number, is_truncated(record), record.get("cached") is True
 
 
