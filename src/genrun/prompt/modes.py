@@ -15,7 +15,7 @@ from genrun.prompt.messages import Messages, conversation_messages, multimodal_m
 from genrun.prompt.request import Request
 from genrun.prompt.templates import compile_template, letter
 from genrun.settings.schema import MODES as MODE_NAMES
-from genrun.settings.schema import FieldsConfig
+from genrun.settings.schema import FieldsConfig, GenrunConfig
 
 Render = Callable[[Mapping[str, Any]], str]  # a compiled template: render(row) -> text
 
@@ -39,8 +39,8 @@ class PromptSettings:
     images: ImagePolicy = ImagePolicy()  # which images a row may name (genrun-serve over HTTP restricts it)
     record_messages: bool = False  # the record keeps the whole conversation sent (`messages_sent`)
     as_text: bool = False  # the prompt goes as text, no chat template (chat_template=false; mode=choice)
-    fewshot_delimiter: str = "\n\n"
-    target_delimiter: str = " "
+    fewshot_delimiter: str = GenrunConfig.fewshot_delimiter  # the defaults are the schema's
+    target_delimiter: str = GenrunConfig.target_delimiter
     keep_columns: tuple[str, ...] = ()  # the record keeps these columns' values (scoring.group_by, cluster_by)
     images_first: bool = False  # without an image_tag the images go before the text (UltraRAG's server)
     system_beside_own: bool = False  # multiturn: the system prompt goes before the conversation's own (the API)

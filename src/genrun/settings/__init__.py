@@ -73,8 +73,8 @@ class PromptOptions:
     image_tag: str | None = None
     record_messages: bool = False
     chat_template: bool = True  # false: prompts as text (mode=choice and perplexity: always)
-    fewshot_delimiter: str = "\n\n"
-    target_delimiter: str = " "
+    fewshot_delimiter: str = GenrunConfig.fewshot_delimiter  # the defaults are the schema's
+    target_delimiter: str = GenrunConfig.target_delimiter
 
     @property
     def as_text(self) -> bool:
