@@ -139,6 +139,13 @@ def test_the_folder_is_refused_where_ultrarag_replaces_it(tmp_path: Path) -> Non
     assert not (tmp_path / "servers").exists()
 
 
+def test_a_folder_for_http_is_refused(tmp_path: Path) -> None:
+    made = subprocess.run([sys.executable, "-m", "genrun.serve", "--ultrarag", "servers/genrun", "--http", "8765"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 2 and "UltraRAG starts its servers over stdio" in made.stderr
+    assert not (tmp_path / "servers").exists()
+
+
 def test_a_key_on_the_command_line_is_not_written_into_the_folder(tmp_path: Path) -> None:
     secret = "sk-never-in-a-file-4242"
     made = subprocess.run([sys.executable, "-m", "genrun.serve", "--ultrarag", "servers/genrun", "backend=openai",

@@ -83,6 +83,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         if args.ultrarag is not None:
             from genrun.serve.ultrarag import write_folder
 
+            if args.http:
+                raise UserError("--ultrarag with --http: UltraRAG starts its servers over stdio; leave out --http")
+
             for path in write_folder(args.ultrarag, ultrarag_args(shown)):
                 print(f"genrun-serve: wrote {path}", file=sys.stderr)
             return
