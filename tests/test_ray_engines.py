@@ -31,7 +31,7 @@ def test_two_ray_actors_answer_a_run_and_one_killed_loses_no_row(tmp_path: Path,
                              "sampling.max_tokens=16", f"hydra.run.dir={out}"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for_lines(out / "answers.jsonl", 40, proc)
+        wait_for_lines(out / "answers.jsonl", 40, proc, timeout=500)  # a hang guard too (see below)
         actors = actors_of(proc.pid)
         assert len(actors) == 2, actors  # one process per actor, started by this run's Ray instance
         actors[0].kill()  # as a lost node would
