@@ -138,7 +138,7 @@ async def answered(gate: Any, ctx: Any, call: Callable[[api.Session], Awaitable[
     async def work() -> Answers:
         async with gate.session(ctx) as session:
             results = await with_progress(ctx, lambda: call(session))
-            return {"ans_ls": results.answers, "errors": results.errors}
+            return cast(Answers, results.result())
 
     return await as_tool(work())
 
